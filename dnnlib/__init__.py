@@ -1,4 +1,5 @@
 """dnnlib: configuration and file helpers used across the framework."""
 
-from .util import (EasyDict, call_func_by_name, construct_class_by_name, get_obj_by_name,
-                   make_cache_dir_path, set_cache_dir)
+from .util import (ChecksumError, DownloadError, EasyDict, OpenURLError, call_func_by_name,
+                   construct_class_by_name, format_time, get_obj_by_name, is_url,
+                   make_cache_dir_path, open_url, set_cache_dir)
