@@ -152,6 +152,16 @@ def _all_rank_names(local_names: List[str]) -> List[str]:
     return sorted(local_names)
 
 
+def _reset() -> None:
+    """Forgets all Collectors and reported values (for tests and fresh processes)."""
+    global _rank, _sync_device
+    _rank, _sync_device = 0, None
+    _regexes.clear()
+    _enabled_cache.clear()
+    _pending.clear()
+    _cumulative.clear()
+
+
 # ---------------------------------------------------------------------------------------
 # Collector.
 
