@@ -1,0 +1,281 @@
+"""Upsample, FIR-filter and downsample 2-D images in one op (upfirdn2d), plus helpers.
+
+The op is the resampling primitive of StyleGAN2: upsampling inserts zeros between pixels,
+the FIR filter interpolates (and low-passes), downsampling keeps every n-th pixel. The
+conventions (zero insertion after each pixel, true convolution, padding of the upsampled
+image, the output sizes of the helpers) are those of the established StyleGAN2 code, so that
+published network files give the same images.
+"""
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IntOrPair = Union[int, Sequence[int]]
+Padding = Union[int, Sequence[int]]
+
+# ----------------------------------------------------------------------------
+# Argument parsing shared with conv2d_resample.
+
+
+def _parse_scaling(scaling: IntOrPair, name: str = 'scaling') -> Tuple[int, int]:
+    """Return (sx, sy) from an int or an [x, y] pair; every factor must be an int >= 1."""
+    if isinstance(scaling, (int, np.integer)):
+        scaling = [scaling, scaling]
+    scaling = list(scaling)
+    if len(scaling) != 2 or not all(isinstance(s, (int, np.integer)) for s in scaling):
+        raise ValueError(f'upfirdn2d: {name} must be an int or a pair of ints, got {scaling!r}')
+    sx, sy = (int(s) for s in scaling)
+    if sx < 1 or sy < 1:
+        raise ValueError(f'upfirdn2d: {name} factors must be >= 1, got {[sx, sy]}')
+    return sx, sy
+
+
+def _parse_padding(padding: Padding) -> Tuple[int, int, int, int]:
+    """Return (padx0, padx1, pady0, pady1) from an int, an [x, y] pair or four ints.
+
+    Negative values crop.
+    """
+    if isinstance(padding, (int, np.integer)):
+        padding = [padding, padding]
+    padding = list(padding)
+    if not all(isinstance(p, (int, np.integer)) for p in padding) or len(padding) not in (2, 4):
+        raise ValueError('upfirdn2d: padding must be an int, [x, y] or [x0, x1, y0, y1] of ints, '
+                         f'got {padding!r}')
+    if len(padding) == 2:
+        padding = [padding[0], padding[0], padding[1], padding[1]]
+    return tuple(int(p) for p in padding)
+
+
+def _get_filter_size(f: Optional[torch.Tensor]) -> Tuple[int, int]:
+    """Return (width, height) of a filter; None stands for the 1x1 identity filter."""
+    if f is None:
+        return 1, 1
+    if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2):
+        raise ValueError('upfirdn2d: the filter must be a 1-D or 2-D tensor (see setup_filter), got '
+                         f'{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}')
+    fw = f.shape[-1]
+    fh = f.shape[0]
+    if fw < 1 or fh < 1:
+        raise ValueError(f'upfirdn2d: the filter must not be empty, got shape {tuple(f.shape)}')
+    return int(fw), int(fh)
+
+# ----------------------------------------------------------------------------
+
+
+def setup_filter(f, device: torch.device = torch.device('cpu'), normalize: bool = True,
+                 flip_filter: bool = False, gain: float = 1,
+                 separable: Optional[bool] = None) -> torch.Tensor:
+    """Turn filter taps into the float32 tensor that upfirdn2d expects.
+
+    Args:
+        f: filter taps: None (identity), a number, a 1-D or 2-D sequence/array/tensor.
+        device: device of the result.
+        normalize: scale the filter so that its taps sum to 1 (unit DC gain).
+        flip_filter: flip the filter (turns true convolution into correlation and back).
+        gain: overall gain of the 2-D filter; a separable (1-D) filter is scaled by
+            sqrt(gain) since it is applied once along each axis.
+        separable: keep a 1-D filter 1-D (applied along x and then y). None chooses
+            separable for 1-D filters with at least 8 taps, the point where two 1-D passes
+            beat one 2-D pass.
+
+    Returns:
+        A float32 tensor on `device`: 1-D for separable filters, 2-D otherwise.
+    """
+    if f is None:
+        f = 1
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim == 0:
+        f = f.reshape(1)
+    if f.ndim not in (1, 2) or f.numel() == 0:
+        raise ValueError(f'setup_filter: filter taps must be non-empty and 1-D or 2-D, got shape {tuple(f.shape)}')
+    if separable is None:
+        separable = f.ndim == 1 and f.numel() >= 8
+    if separable and f.ndim != 1:
+        raise ValueError('setup_filter: separable=True needs 1-D filter taps')
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+
+    if normalize:
+        total = f.sum()
+        if total == 0:
+            raise ValueError('setup_filter: cannot normalize a filter whose taps sum to zero')
+        # A separable filter is applied twice, so its own sum must be 1 for a 2-D DC gain of 1.
+        f = f / total
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    return f.to(device=device)
+
+# ----------------------------------------------------------------------------
+
+
+def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 1, down: IntOrPair = 1,
+              padding: Padding = 0, flip_filter: bool = False, gain: float = 1,
+              impl: str = 'cuda') -> torch.Tensor:
+    """Upsample by zero insertion, pad, convolve with a FIR filter, downsample.
+
+    In order: each pixel is followed by `up - 1` zeros along each axis, the result is padded
+    with zeros (negative padding crops), convolved with `f` (a true convolution, i.e. with the
+    flipped filter, unless `flip_filter`), every `down`-th pixel is kept and the result is
+    multiplied by `gain`. The output is
+    `((H * upy + pady0 + pady1 - fh) // downy + 1, (W * upx + padx0 + padx1 - fw) // downx + 1)`.
+
+    Args:
+        x: input images [N, C, H, W].
+        f: filter from `setup_filter`: 2-D [fh, fw], or 1-D [fw] applied along both axes
+            (separable); None is the identity.
+        up: upsampling factor, int or [x, y].
+        down: downsampling factor, int or [x, y].
+        padding: int, [x, y] or [x0, x1, y0, y1], relative to the upsampled image.
+        flip_filter: use correlation instead of convolution.
+        gain: overall gain of the 2-D operation (a 1-D filter contributes sqrt(gain) per axis).
+        impl: 'cuda' to use the CUDA kernel for CUDA tensors when available, 'ref' to force
+            the reference.
+
+    Returns:
+        Tensor [N, C, H_out, W_out] with the dtype of `x`.
+    """
+    if impl not in ('cuda', 'ref'):
+        raise ValueError(f"upfirdn2d: impl must be 'cuda' or 'ref', got {impl!r}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError('upfirdn2d: x must be a 4-D tensor [N, C, H, W], got '
+                         f'{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}')
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    fw, fh = _get_filter_size(f)
+    upx, upy = _parse_scaling(up, 'up')
+    downx, downy = _parse_scaling(down, 'down')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    out_w = (x.shape[3] * upx + padx0 + padx1 - fw) // downx + 1
+    out_h = (x.shape[2] * upy + pady0 + pady1 - fh) // downy + 1
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f'upfirdn2d: input {tuple(x.shape)} with up={[upx, upy]}, down={[downx, downy]}, '
+                         f'padding={[padx0, padx1, pady0, pady1]} and a {fh}x{fw} filter gives an '
+                         'empty output')
+
+    if impl == 'cuda' and x.device.type == 'cuda':
+        try:
+            from . import upfirdn2d_cuda
+        except ImportError:
+            upfirdn2d_cuda = None
+        if upfirdn2d_cuda is not None and upfirdn2d_cuda.available():
+            return upfirdn2d_cuda.upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1,
+                                                 pady0, pady1, flip_filter, float(gain))
+    return _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
+                          flip_filter, gain)
+
+
+def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
+    """Reference path with parsed arguments; only differentiable PyTorch ops."""
+    n, c, h, w = x.shape
+
+    # Zero insertion: view each pixel as a 1x1 block and pad it to upy x upx.
+    if upx > 1 or upy > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+        x = x.reshape(n, c, h * upy, w * upx)
+
+    # Padding: zero-pad the positive parts, then crop the negative parts.
+    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
+    x = x[:, :, max(-pady0, 0): x.shape[2] - max(-pady1, 0),
+          max(-padx0, 0): x.shape[3] - max(-padx1, 0)]
+
+    # Filtering: conv2d correlates, so flip the taps for a true convolution. Gain is folded
+    # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass.
+    f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        weight = f[None, None].expand(c, 1, *f.shape)
+        x = F.conv2d(x, weight, groups=c)
+    else:
+        x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]), groups=c)
+        x = F.conv2d(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1), groups=c)
+
+    # Decimation.
+    if downx > 1 or downy > 1:
+        x = x[:, :, ::downy, ::downx]
+    return x
+
+# ----------------------------------------------------------------------------
+# Helpers with the padding worked out so that the output has the natural size.
+
+
+def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Padding = 0,
+             flip_filter: bool = False, gain: float = 1, impl: str = 'cuda') -> torch.Tensor:
+    """Filter images with a FIR filter, keeping their size (plus any extra `padding`).
+
+    Args:
+        x: images [N, C, H, W].
+        f: filter from `setup_filter` (None: identity).
+        padding: extra padding, int, [x, y] or [x0, x1, y0, y1].
+        flip_filter: use correlation instead of convolution.
+        gain: overall gain.
+        impl: 'cuda' or 'ref', as for `upfirdn2d`.
+
+    Returns:
+        Tensor [N, C, H + pady0 + pady1, W + padx0 + padx1].
+    """
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    # Split the filter's support around the centre; the larger half goes before for even taps.
+    pad = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+def upsample2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 2, padding: Padding = 0,
+               flip_filter: bool = False, gain: float = 1, impl: str = 'cuda') -> torch.Tensor:
+    """Upsample images by an integer factor with a FIR interpolation filter.
+
+    The gain is multiplied by upx * upy, which makes up for the inserted zeros so that a
+    normalized filter keeps the DC level.
+
+    Args:
+        x: images [N, C, H, W].
+        f: filter from `setup_filter` (None: identity, i.e. bare zero insertion).
+        up: factor, int or [x, y].
+        padding: extra padding of the upsampled image, int, [x, y] or [x0, x1, y0, y1].
+        flip_filter: use correlation instead of convolution.
+        gain: overall gain on top of the DC correction.
+        impl: 'cuda' or 'ref', as for `upfirdn2d`.
+
+    Returns:
+        Tensor [N, C, H * upy + pady0 + pady1, W * upx + padx0 + padx1].
+    """
+    upx, upy = _parse_scaling(up, 'up')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    # Centre the filter on the upsampled grid: the two pads sum to f - 1 on each axis.
+    pad = [padx0 + (fw + upx - 1) // 2, padx1 + (fw - upx) // 2,
+           pady0 + (fh + upy - 1) // 2, pady1 + (fh - upy) // 2]
+    return upfirdn2d(x, f, up=[upx, upy], padding=pad, flip_filter=flip_filter,
+                     gain=gain * upx * upy, impl=impl)
+
+
+def downsample2d(x: torch.Tensor, f: Optional[torch.Tensor], down: IntOrPair = 2, padding: Padding = 0,
+                 flip_filter: bool = False, gain: float = 1, impl: str = 'cuda') -> torch.Tensor:
+    """Downsample images by an integer factor after FIR low-pass filtering.
+
+    Args:
+        x: images [N, C, H, W]; H and W should be multiples of the factor.
+        f: filter from `setup_filter` (None: plain decimation).
+        down: factor, int or [x, y].
+        padding: extra padding of the input, int, [x, y] or [x0, x1, y0, y1].
+        flip_filter: use correlation instead of convolution.
+        gain: overall gain.
+        impl: 'cuda' or 'ref', as for `upfirdn2d`.
+
+    Returns:
+        Tensor [N, C, (H + pady0 + pady1) // downy, (W + padx0 + padx1) // downx].
+    """
+    downx, downy = _parse_scaling(down, 'down')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    # The two pads sum to f - down, which makes the output exactly H / down.
+    pad = [padx0 + (fw - downx + 1) // 2, padx1 + (fw - downx) // 2,
+           pady0 + (fh - downy + 1) // 2, pady1 + (fh - downy) // 2]
+    return upfirdn2d(x, f, down=[downx, downy], padding=pad, flip_filter=flip_filter,
+                     gain=gain, impl=impl)
