@@ -87,6 +87,10 @@ def _shape_str(shape: Sequence[Any]) -> str:
                            for s in shape) + ']'
 
 
+def _size_msg(idx: int, shape: Sequence[Any], ref_shape: Sequence[Any]) -> str:
+    return f'Wrong size for dimension {idx}: got {_shape_str(shape)}, expected {_shape_str(ref_shape)}'
+
+
 def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> None:
     """Checks that `tensor` has the expected shape.
 
@@ -100,19 +104,20 @@ def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> No
     """
     shape = tuple(tensor.shape)
     if len(shape) != len(ref_shape):
-        raise AssertionError(f'Wrong number of dimensions: got {len(shape)} with shape {_shape_str(shape)}, '
-                             f'expected {len(ref_shape)} as in {_shape_str(ref_shape)}')
+        with suppress_tracer_warnings():
+            raise AssertionError(f'Wrong number of dimensions: got {len(shape)} with shape {_shape_str(shape)}, '
+                                 f'expected {len(ref_shape)} as in {_shape_str(ref_shape)}')
     for idx, (size, ref_size) in enumerate(zip(shape, ref_shape)):
         if ref_size is None:
             continue
-        msg = (f'Wrong size for dimension {idx}: got {_shape_str(shape)}, '
-               f'expected {_shape_str(ref_shape)}')
         if isinstance(size, torch.Tensor) or isinstance(ref_size, torch.Tensor):
-            # Traced sizes: record the check in the graph instead of branching on a value.
+            # Traced sizes: the check holds for every input the trace will see, so reading
+            # the values here is safe; the message is built only on failure.
             with suppress_tracer_warnings():
-                torch._assert(torch.equal(torch.as_tensor(size), torch.as_tensor(ref_size)), msg)
+                if not torch.equal(torch.as_tensor(size), torch.as_tensor(ref_size)):
+                    raise AssertionError(_size_msg(idx, shape, ref_shape))
         elif size != ref_size:
-            raise AssertionError(msg)
+            raise AssertionError(_size_msg(idx, shape, ref_shape))
 
 
 # ---------------------------------------------------------------------------------------
