@@ -329,6 +329,28 @@ def test_rebuild_from_constructor_args_gives_same_outputs():
         assert torch.equal(net(*args, **kw), rebuilt(*args, **kw))
 
 
+def test_flat_synthesis_kwargs_and_fused_modconv_default():
+    # Synthesis arguments given as generator keywords build the same network.
+    nested = make_G('resnet')
+    flat = networks.Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=RES, img_channels=3,
+                              mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=32,
+                              architecture='resnet', fused_modconv_default='inference_only')
+    assert {k: v.shape for k, v in flat.state_dict().items()} == \
+        {k: v.shape for k, v in nested.state_dict().items()}
+    flat.load_state_dict(nested.state_dict())
+    z, c = make_inputs(0)
+    assert torch.allclose(flat.eval()(z, c, noise_mode='const'), nested.eval()(z, c, noise_mode='const'),
+                          atol=1e-5)
+    with pytest.raises(TypeError):
+        networks.Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=RES, img_channels=3,
+                           channel_bse=256)
+    with pytest.raises(ValueError, match='given twice'):
+        networks.Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=RES, img_channels=3,
+                           synthesis_kwargs=dict(channel_max=32), channel_max=64)
+    with pytest.raises(ValueError, match='fused_modconv_default'):
+        make_G('skip', fused_modconv_default='sometimes')
+
+
 def test_return_features():
     D = make_D('resnet', C_DIM).eval()
     _, c = make_inputs(C_DIM)

@@ -464,9 +464,13 @@ class SynthesisBlock(torch.nn.Module):
                  conv_clamp: Optional[float] = None,
                  use_fp16: bool = False,
                  fp16_channels_last: bool = False,
+                 fused_modconv_default: Union[bool, str, None] = None,  # True, False, 'inference_only' or None (auto).
                  **layer_kwargs: Any,                        # Further SynthesisLayer arguments.
                  ):
         _check_architecture(architecture, 'SynthesisBlock')
+        if fused_modconv_default not in (None, True, False, 'inference_only'):
+            raise ValueError(f'SynthesisBlock: fused_modconv_default must be True, False, \'inference_only\' '
+                             f'or None, got {fused_modconv_default!r}')
         super().__init__()
         self.in_channels = in_channels
         self.w_dim = w_dim
@@ -476,6 +480,7 @@ class SynthesisBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = (use_fp16 and fp16_channels_last)
+        self.fused_modconv_default = fused_modconv_default
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(list(resample_filter)))
         self.num_conv = 0
         self.num_torgb = 0
@@ -509,8 +514,8 @@ class SynthesisBlock(torch.nn.Module):
             img: Image so far (skip architecture), or None.
             ws: The block's ws [N, num_conv + num_torgb, w_dim].
             force_fp32: Compute in float32 even where float16 is enabled.
-            fused_modconv: See modulated_conv2d; None = fused in eval mode unless in float16
-                with a batch larger than 1.
+            fused_modconv: See modulated_conv2d; None = the block's fused_modconv_default, whose
+                default None means fused in eval mode unless in float16 with a batch larger than 1.
             update_emas: Accepted for a uniform interface; the block tracks no averages.
             layer_kwargs: Passed to the synthesis layers (e.g. noise_mode).
 
@@ -521,6 +526,11 @@ class SynthesisBlock(torch.nn.Module):
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype, memory_format = _block_precision(self.use_fp16, self.channels_last, force_fp32, ws.device)
+        # Fused modulation is faster for inference; the unfused form trains better in float16.
+        if fused_modconv is None:
+            fused_modconv = self.fused_modconv_default
+        if fused_modconv == 'inference_only':
+            fused_modconv = not self.training
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
 
@@ -637,7 +647,16 @@ class Generator(torch.nn.Module):
                  img_channels: int,
                  mapping_kwargs: Optional[Dict[str, Any]] = None,    # MappingNetwork arguments.
                  synthesis_kwargs: Optional[Dict[str, Any]] = None,  # SynthesisNetwork arguments.
+                 **more_synthesis_kwargs: Any,                       # Merged into synthesis_kwargs.
                  ):
+        # Later releases of the StyleGAN2 networks pass the synthesis arguments as keywords of
+        # the generator itself; both layouts build the same network. Unknown names still fail
+        # in the layer that would receive them.
+        synthesis_kwargs = dict(synthesis_kwargs or {})
+        for key in more_synthesis_kwargs:
+            if key in synthesis_kwargs:
+                raise ValueError(f'Generator: synthesis argument {key!r} given twice')
+        synthesis_kwargs.update(more_synthesis_kwargs)
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
@@ -645,7 +664,7 @@ class Generator(torch.nn.Module):
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **(synthesis_kwargs or {}))
+                                          **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
                                       **(mapping_kwargs or {}))
@@ -934,7 +953,8 @@ class Discriminator(torch.nn.Module):
             img: Images [N, img_channels, img_resolution, img_resolution].
             c: Labels [N, c_dim] (ignored when c_dim is 0).
             update_emas: Accepted for a uniform interface; D tracks no averages.
-            return_features: Also return the [N, C, 4, 4] map that enters the epilogue.
+            return_features: Also return the [N, C, 4, 4] map that enters the epilogue
+                (float32, e.g. for the InsGen contrastive heads).
             block_kwargs: force_fp32.
 
         Returns:
@@ -945,6 +965,8 @@ class Discriminator(torch.nn.Module):
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f'b{res}')(x, img, **block_kwargs)
+        # The epilogue computes in float32 anyway; heads that read the features get float32 too.
+        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         features = x
 
         cmap = self.mapping(None, c) if self.c_dim > 0 else None
