@@ -1,0 +1,460 @@
+"""Build, cache and load the C++/CUDA extensions behind the custom ops.
+
+An op's sources are compiled on first use with ninja (through
+`torch.utils.cpp_extension.load`) into a cache directory keyed by a hash of everything that
+affects the binary: the sources and headers, the PyTorch and CUDA versions, the compiler, the
+Python version, the target GPU architectures and the build arguments. A finished build is
+reused by every later process without recompiling.
+
+Builds happen in a private temporary directory that is renamed into place only when complete,
+under a file lock, so concurrent processes (one per GPU) and interrupted builds never leave a
+half-built extension behind.
+
+A build that cannot succeed (CPU-only PyTorch, no nvcc, a compiler error) is reported by
+`try_get_plugin` as one warning per op per process, naming the op and the reason, and the
+caller falls back to the plain PyTorch reference.
+"""
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from types import ModuleType
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+import dnnlib
+
+# ----------------------------------------------------------------------------
+# Settings.
+
+#: How much a build prints: 'none' (nothing), 'brief' (one line per op), 'full' (compiler output).
+verbosity = os.environ.get('TORCH_UTILS_OPS_VERBOSITY', 'brief')
+_VERBOSITY_LEVELS = ('none', 'brief', 'full')
+
+#: Architectures compiled for when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible
+#: (compile-only builds, e.g. on CI). With a GPU visible, PyTorch targets that GPU.
+COMPILE_ONLY_ARCH_LIST = '8.0;9.0'
+
+
+class CustomOpBuildWarning(UserWarning):
+    """Warned once per op and process when an op cannot be built and the reference is used."""
+
+
+class PluginBuildError(RuntimeError):
+    """An extension could not be built or loaded; the message says why."""
+
+
+def set_verbosity(level: str) -> None:
+    """Sets how much builds print.
+
+    Args:
+        level: 'none', 'brief' or 'full'.
+    """
+    global verbosity
+    if level not in _VERBOSITY_LEVELS:
+        raise ValueError(f'custom_ops: verbosity must be one of {_VERBOSITY_LEVELS}, got {level!r}')
+    verbosity = level
+
+
+# Per-process state: loaded modules by cache key, failures by cache key, ops already warned about.
+_loaded: Dict[str, ModuleType] = {}
+_failed: Dict[str, str] = {}
+_warned: set = set()
+
+# ----------------------------------------------------------------------------
+# Toolchain discovery.
+
+
+def find_cuda_home() -> Optional[str]:
+    """Returns the CUDA toolkit directory whose `bin/nvcc` exists, or None.
+
+    Looks at $CUDA_HOME, then $CUDA_PATH, then `nvcc` on $PATH, then /usr/local/cuda. When
+    $CUDA_HOME or $CUDA_PATH is set it is authoritative: a wrong value is reported rather
+    than silently replaced by another toolkit.
+    """
+    nvcc_name = 'nvcc.exe' if os.name == 'nt' else 'nvcc'
+    for var in ('CUDA_HOME', 'CUDA_PATH'):
+        home = os.environ.get(var)
+        if home:
+            return home if os.path.isfile(os.path.join(home, 'bin', nvcc_name)) else None
+    on_path = shutil.which(nvcc_name)
+    if on_path:
+        return os.path.dirname(os.path.dirname(os.path.realpath(on_path)))
+    default = '/usr/local/cuda'
+    if os.path.isfile(os.path.join(default, 'bin', nvcc_name)):
+        return default
+    return None
+
+
+def _run_version(cmd: List[str]) -> str:
+    """Returns the output of a `--version` command, or a marker when it cannot run."""
+    try:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        return out.stdout.decode(errors='replace').strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f'<{cmd[0]} unavailable: {e}>'
+
+
+_version_cache: Dict[str, str] = {}
+
+
+def _toolchain_description(cuda_home: Optional[str]) -> str:
+    """Versions of the host and CUDA compilers; cached per process since they cost a subprocess."""
+    key = str(cuda_home)
+    if key not in _version_cache:
+        cxx = os.environ.get('CXX', 'c++')
+        parts = [f'cxx: {_run_version([cxx, "--version"])}']
+        if cuda_home is not None:
+            parts.append(f'cuda_home: {cuda_home}')
+            parts.append(f'nvcc: {_run_version([os.path.join(cuda_home, "bin", "nvcc"), "--version"])}')
+        _version_cache[key] = '\n'.join(parts)
+    return _version_cache[key]
+
+
+def _effective_arch_list() -> str:
+    """The architectures the build will target, as they enter the cache key."""
+    env = os.environ.get('TORCH_CUDA_ARCH_LIST')
+    if env:
+        return f'env:{env}'
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return 'visible:' + ';'.join(f'{a}.{b}' for a, b in caps)
+    return f'compile-only:{COMPILE_ONLY_ARCH_LIST}'
+
+
+@contextlib.contextmanager
+def _arch_list_for_build():
+    """Sets TORCH_CUDA_ARCH_LIST for a compile-only build (no GPU visible, variable unset)."""
+    if os.environ.get('TORCH_CUDA_ARCH_LIST') or (torch.cuda.is_available() and torch.cuda.device_count() > 0):
+        yield
+        return
+    os.environ['TORCH_CUDA_ARCH_LIST'] = COMPILE_ONLY_ARCH_LIST
+    try:
+        yield
+    finally:
+        os.environ.pop('TORCH_CUDA_ARCH_LIST', None)
+
+
+@contextlib.contextmanager
+def _torch_cuda_home(cuda_home: str):
+    """Points PyTorch's extension builder at the toolkit found here.
+
+    `torch.utils.cpp_extension.CUDA_HOME` is computed once at import; the environment may
+    have changed since (e.g. CUDA_HOME set later in the process), and the build must use the
+    same toolkit that entered the cache key.
+    """
+    import torch.utils.cpp_extension as cpp_ext
+    old = cpp_ext.CUDA_HOME
+    cpp_ext.CUDA_HOME = cuda_home
+    try:
+        yield
+    finally:
+        cpp_ext.CUDA_HOME = old
+
+
+# ----------------------------------------------------------------------------
+# Cache key.
+
+
+def _resolve_paths(files: Optional[Sequence[str]], source_dir: Optional[str]) -> List[str]:
+    paths = []
+    for f in files or []:
+        p = os.path.join(source_dir, f) if source_dir is not None else f
+        paths.append(os.path.abspath(p))
+    return paths
+
+
+def compute_build_key(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
+                      source_dir: Optional[str] = None, **build_kwargs) -> str:
+    """Returns the hex digest that names an extension's build in the cache.
+
+    Args:
+        module_name: name of the extension module.
+        sources: .cpp/.cu files, relative to `source_dir` when it is given.
+        headers: files the sources include; they enter the key but are not compiled.
+        source_dir: directory that `sources` and `headers` are relative to.
+        **build_kwargs: extra arguments for `torch.utils.cpp_extension.load`.
+
+    Returns:
+        A 64-character SHA-256 hex digest.
+
+    Raises:
+        PluginBuildError: if a source or header cannot be read.
+    """
+    h = hashlib.sha256()
+
+    def add(tag: str, data) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        h.update(f'{tag}:{len(data)}:'.encode())
+        h.update(data)
+
+    add('module', module_name)
+    for kind, files in (('source', sources), ('header', headers)):
+        for path in _resolve_paths(files, source_dir):
+            try:
+                with open(path, 'rb') as fp:
+                    content = fp.read()
+            except OSError as e:
+                raise PluginBuildError(f'cannot read {kind} file {path}: {e.strerror}') from e
+            add(kind + '-name', os.path.basename(path))
+            add(kind, content)
+    cuda_home = find_cuda_home()
+    add('torch', torch.__version__)
+    add('torch-cuda', str(torch.version.cuda))
+    add('toolchain', _toolchain_description(cuda_home))
+    add('python', sys.version)
+    add('platform', sys.platform)
+    add('arch', _effective_arch_list())
+    add('kwargs', json.dumps(build_kwargs, sort_keys=True, default=repr))
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# File lock (POSIX flock; elsewhere the atomic rename alone keeps builds consistent).
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, 'a+') as fp:
+        fcntl.flock(fp.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fp.fileno(), fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------
+# Build and load.
+
+_MANIFEST = 'build.json'
+
+
+def _read_manifest(build_dir: str) -> Optional[dict]:
+    """The manifest of a finished build, or None when the directory holds no finished build."""
+    try:
+        with open(os.path.join(build_dir, _MANIFEST)) as fp:
+            manifest = json.load(fp)
+    except (OSError, ValueError):
+        return None
+    if not os.path.isfile(os.path.join(build_dir, manifest.get('library', ''))):
+        return None
+    return manifest
+
+
+def _import_library(build_dir: str, manifest: dict) -> ModuleType:
+    """Imports a built extension from its file (it is not on sys.path)."""
+    path = os.path.join(build_dir, manifest['library'])
+    spec = importlib.util.spec_from_file_location(manifest['module_name'], path)
+    if spec is None or spec.loader is None:
+        raise PluginBuildError(f'cannot import the extension library {path}')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as fp:
+        json.dump(data, fp, indent=2)
+    os.replace(tmp, path)
+
+
+def _print(msg: str, end: str = '\n') -> None:
+    if verbosity in ('brief', 'full'):
+        print(msg, end=end, flush=True)
+
+
+def _check_toolchain() -> str:
+    """Returns the CUDA toolkit directory, or raises with the reason no CUDA build is possible."""
+    if torch.version.cuda is None:
+        raise PluginBuildError(f'this PyTorch build ({torch.__version__}) has no CUDA support')
+    cuda_home = find_cuda_home()
+    if cuda_home is None:
+        where = os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH')
+        if where:
+            raise PluginBuildError(f'nvcc not found in {where}/bin; set CUDA_HOME to a CUDA toolkit')
+        raise PluginBuildError('nvcc not found; set CUDA_HOME')
+    return cuda_home
+
+
+def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
+               source_dir: Optional[str] = None, **build_kwargs) -> ModuleType:
+    """Builds (or reuses a cached build of) a C++/CUDA extension and returns the loaded module.
+
+    Args:
+        module_name: name of the extension module, e.g. 'bias_act_plugin'.
+        sources: .cpp/.cu files to compile, relative to `source_dir` when it is given.
+        headers: files the sources include (copied beside them and hashed, not compiled).
+        source_dir: directory that `sources` and `headers` are relative to.
+        **build_kwargs: passed to `torch.utils.cpp_extension.load`, e.g. `extra_cuda_cflags`.
+
+    Returns:
+        The extension module.
+
+    Raises:
+        PluginBuildError: when no build is possible (CPU-only PyTorch, no nvcc) or the
+            compiler fails; the message holds the compiler output.
+    """
+    if verbosity not in _VERBOSITY_LEVELS:
+        raise ValueError(f'custom_ops: verbosity must be one of {_VERBOSITY_LEVELS}, got {verbosity!r}')
+    cuda_home = _check_toolchain()
+    key = compute_build_key(module_name, sources, headers, source_dir, **build_kwargs)
+    if key in _loaded:
+        return _loaded[key]
+    if key in _failed:
+        raise PluginBuildError(_failed[key])
+
+    root = dnnlib.make_cache_dir_path('torch_extensions')
+    build_dir = os.path.join(root, f'{module_name}-{key[:16]}')
+
+    # Fast path: a finished build from an earlier process.
+    manifest = _read_manifest(build_dir)
+    if manifest is not None:
+        module = _import_library(build_dir, manifest)
+        _loaded[key] = module
+        return module
+
+    os.makedirs(root, exist_ok=True)
+    _print(f'Setting up custom op "{module_name}"... ', end='')
+    try:
+        with _file_lock(build_dir + '.lock'):
+            # Another process may have finished the build while we waited for the lock.
+            manifest = _read_manifest(build_dir)
+            if manifest is not None:
+                module = _import_library(build_dir, manifest)
+            else:
+                module = _build(module_name, sources, headers, source_dir, build_dir, cuda_home, key, build_kwargs)
+    except Exception as e:
+        _print('Failed!')
+        if isinstance(e, PluginBuildError):
+            err = e
+        else:
+            detail = str(e)
+            if verbosity == 'full' and len(detail.strip().splitlines()) <= 1:
+                detail += ' (the compiler output is printed above)'  # 'full' streams it instead of capturing it.
+            err = PluginBuildError(f'{type(e).__name__}: {detail}')
+        _failed[key] = str(err)
+        raise err from e
+    _print('Done.')
+    _loaded[key] = module
+    return module
+
+
+def _build(module_name, sources, headers, source_dir, build_dir, cuda_home, key, build_kwargs) -> ModuleType:
+    """Compiles into a fresh temporary directory, then renames it to `build_dir`."""
+    import torch.utils.cpp_extension as cpp_ext
+
+    src_paths = _resolve_paths(sources, source_dir)
+    hdr_paths = _resolve_paths(headers, source_dir)
+    names = [os.path.basename(p) for p in src_paths + hdr_paths]
+    if len(set(names)) != len(names):
+        raise PluginBuildError(f'{module_name}: source and header file names must be distinct, got {names}')
+
+    tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(build_dir)}-', dir=os.path.dirname(build_dir))
+    try:
+        # mkdtemp makes the directory private; a shared cache should follow the umask instead.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_dir, 0o777 & ~umask)
+        # Copies keep the build self-contained: the sources include their headers by relative
+        # name, and the finished directory documents what it was built from.
+        for p in src_paths + hdr_paths:
+            shutil.copyfile(p, os.path.join(tmp_dir, os.path.basename(p)))
+        tmp_sources = [os.path.join(tmp_dir, os.path.basename(p)) for p in src_paths]
+
+        with _arch_list_for_build(), _torch_cuda_home(cuda_home):
+            module = cpp_ext.load(name=module_name, sources=tmp_sources, build_directory=tmp_dir,
+                                  verbose=(verbosity == 'full'), **build_kwargs)
+        _write_json_atomic(os.path.join(tmp_dir, _MANIFEST), dict(
+            module_name=module.__name__, library=os.path.basename(module.__file__), key=key,
+            torch=torch.__version__, cuda=torch.version.cuda, arch=_effective_arch_list()))
+        try:
+            os.rename(tmp_dir, build_dir)
+        except OSError:
+            # Without a working lock another process can win the race; its build is as good.
+            if _read_manifest(build_dir) is None:
+                raise
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return module
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+# ----------------------------------------------------------------------------
+# Fallback helper.
+
+_ERROR_LINE = re.compile(r'(\berror\b|\bfatal\b|undefined reference|No such file)', re.IGNORECASE)
+
+
+def summarize_build_error(message: str, max_lines: int = 8) -> str:
+    """Extracts the lines that matter from a compiler log.
+
+    Args:
+        message: the text of a build exception (it holds the compiler output).
+        max_lines: most lines to keep.
+
+    Returns:
+        The lines naming errors, or the last lines when none does.
+    """
+    lines = [ln.rstrip() for ln in message.splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else 'unknown error'
+    keep = []
+    for ln in lines:
+        if _ERROR_LINE.search(ln) and ln not in keep:
+            keep.append(ln[:400])
+    if not keep:
+        keep = [ln[:400] for ln in lines[-max_lines:]]
+    return '\n'.join(keep[:max_lines])
+
+
+def try_get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
+                   source_dir: Optional[str] = None, **build_kwargs) -> Optional[ModuleType]:
+    """Like `get_plugin`, but returns None instead of raising when the op cannot be built.
+
+    The first failure for `module_name` in a process emits one `CustomOpBuildWarning` that
+    names the op and the reason and says that the reference implementation is used instead.
+    No exception reaches the caller.
+
+    Args:
+        module_name, sources, headers, source_dir, **build_kwargs: as for `get_plugin`.
+
+    Returns:
+        The extension module, or None.
+    """
+    try:
+        return get_plugin(module_name, sources, headers=headers, source_dir=source_dir, **build_kwargs)
+    except Exception as e:  # Any failure means "use the reference"; the warning carries the reason.
+        if module_name not in _warned:
+            _warned.add(module_name)
+            reason = summarize_build_error(str(e))
+            warnings.warn(
+                f'Custom op "{module_name}" could not be built: {reason}\n'
+                f'The reference implementation (plain PyTorch) is used instead: same results, '
+                f'slower and more memory. See docs/custom_ops.md.',
+                CustomOpBuildWarning, stacklevel=2)
+        return None
+
+
+def reset_state() -> None:
+    """Forgets loaded modules, failures and warnings of this process (for tests)."""
+    _loaded.clear()
+    _failed.clear()
+    _warned.clear()
+    _version_cache.clear()
