@@ -209,6 +209,7 @@ def test_print_module_summary_nesting(capsys):
 # Two processes over gloo: check_ddp_consistency and ddp_sync.
 
 def _worker(rank, world_size, init_file, out_dir):
+    torch.set_num_threads(1)  # two workers share a small machine
     torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
                                          world_size=world_size)
     result = {}
@@ -259,3 +260,12 @@ def test_two_process_consistency_and_ddp_sync(tmp_path):
         assert '"Sequential.2.bias" differs from rank 0 on rank(s) [1]' in res['differ']
         assert res['grad_sync_False'] == [[rank + 1.0, rank + 1.0]]  # local gradient only
         assert res['grad_sync_True'] == [[1.5, 1.5]]                 # mean over ranks
+
+
+@pytest.mark.gpu
+def test_constant_per_device():
+    cpu = misc.constant([1.0, 2.0])
+    gpu = misc.constant([1.0, 2.0], device='cuda')
+    assert gpu is not cpu and gpu.device.type == 'cuda'
+    assert misc.constant([1.0, 2.0], device=torch.device('cuda', torch.cuda.current_device())) is gpu
+    assert torch.equal(gpu.cpu(), cpu)

@@ -129,6 +129,7 @@ RANK_VALUES = {0: [1.0, 2.0, 3.0, 4.0], 1: [10.0, -2.0]}
 
 
 def _worker(rank, world_size, init_file, out_dir):
+    torch.set_num_threads(1)  # two workers share a small machine
     torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
                                          world_size=world_size)
     training_stats.init_multiprocessing(rank=rank, sync_device=torch.device('cpu'))
@@ -176,3 +177,14 @@ def test_two_process_all_reduce_matches_single_process(tmp_path):
         assert second['Loss/shared']['std'] == pytest.approx(0.5)
         assert second['Loss/rank0']['mean'] == 5.0  # kept from the previous update
     assert results[0] == results[1]
+
+
+@pytest.mark.gpu
+def test_cuda_values_accumulate_on_device():
+    stats = training_stats.Collector()
+    x = torch.arange(6.0, device='cuda')
+    training_stats.report('gpu', x)
+    training_stats.report('gpu', 10.0)  # a CPU value under the same name
+    assert training_stats._pending['gpu'][x.device].device == x.device
+    stats.update()
+    _expect(stats, 'gpu', [0, 1, 2, 3, 4, 5, 10])

@@ -48,6 +48,8 @@ def constant(value: Any, shape: Optional[Sequence[int]] = None, dtype: Optional[
     if dtype is None:
         dtype = torch.get_default_dtype()
     device = torch.device('cpu') if device is None else torch.device(device)
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())  # 'cuda' and 'cuda:0' share
     if memory_format is None:
         memory_format = torch.contiguous_format
 

@@ -73,7 +73,8 @@ def report(name: str, value: Any) -> Any:
         return value
     elems = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
     elems = elems.flatten().to(_DTYPE)
-    moments = torch.stack([torch.ones_like(elems).sum(), elems.sum(), elems.square().sum()])
+    count = torch.full([], float(elems.numel()), dtype=_DTYPE, device=elems.device)
+    moments = torch.stack([count, elems.sum(), elems.square().sum()])
 
     # Accumulate on the value's own device so that no transfer (and no sync) happens here.
     per_device = _pending.setdefault(name, {})
