@@ -13,7 +13,7 @@ Conventions shared by every layer:
   Activations of such blocks are clamped to +-`conv_clamp` to keep float16 finite.
 """
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
