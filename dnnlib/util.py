@@ -162,15 +162,16 @@ class DownloadError(OpenURLError):
 class ChecksumError(OpenURLError):
     """A file's checksum differs from the expected one (the cached copy has been removed)."""
 
-    def __init__(self, source: str, path: Optional[str], algorithm: str, expected: str, actual: str):
+    def __init__(self, source: str, path: Optional[str], algorithm: str, expected: str, actual: str,
+                 note: str = ''):
         self.source = source
         self.path = path
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
         where = f' ({path})' if path is not None and path != source else ''
-        super().__init__(f'Checksum mismatch for {source}{where}: expected {algorithm} {expected}, '
-                         f'got {actual}')
+        msg = f'Checksum mismatch for {source}{where}: expected {algorithm} {expected}, got {actual}'
+        super().__init__(msg + (f'; {note}' if note else ''))
 
 
 def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
@@ -344,7 +345,7 @@ def open_url(url: str, cache_dir: Optional[str] = None, num_attempts: int = 10, 
             if mismatch:
                 if verbose:
                     print(' checksum mismatch', file=sys.stderr, flush=True)
-                raise ChecksumError(url, cache_path, *mismatch)
+                raise ChecksumError(url, None, *mismatch, note='the downloaded file was discarded')
             if cache:
                 os.replace(tmp_path, cache_path)
                 tmp_path = None

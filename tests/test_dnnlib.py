@@ -173,6 +173,7 @@ def test_checksum_mismatch_deletes_download(server, tmp_path):
     with pytest.raises(dnnlib.ChecksumError) as info:
         dnnlib.open_url(url, cache_dir=str(cache), verbose=False, md5='f' * 32)
     assert 'f' * 32 in str(info.value) and hashlib.md5(PAYLOAD).hexdigest() in str(info.value)
+    assert 'discarded' in str(info.value)
     assert os.listdir(cache) == []  # neither the file nor a temporary stays
     assert server.requests == 1  # a wrong file is not retried
 
