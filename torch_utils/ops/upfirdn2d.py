@@ -24,8 +24,8 @@ def _parse_scaling(scaling: IntOrPair, name: str = 'scaling') -> Tuple[int, int]
     """Return (sx, sy) from an int or an [x, y] pair; every factor must be an int >= 1."""
     if isinstance(scaling, (int, np.integer)):
         scaling = [scaling, scaling]
-    scaling = list(scaling)
-    if len(scaling) != 2 or not all(isinstance(s, (int, np.integer)) for s in scaling):
+    if (not isinstance(scaling, (list, tuple)) or len(scaling) != 2
+            or not all(isinstance(s, (int, np.integer)) for s in scaling)):
         raise ValueError(f'upfirdn2d: {name} must be an int or a pair of ints, got {scaling!r}')
     sx, sy = (int(s) for s in scaling)
     if sx < 1 or sy < 1:
@@ -40,8 +40,8 @@ def _parse_padding(padding: Padding) -> Tuple[int, int, int, int]:
     """
     if isinstance(padding, (int, np.integer)):
         padding = [padding, padding]
-    padding = list(padding)
-    if not all(isinstance(p, (int, np.integer)) for p in padding) or len(padding) not in (2, 4):
+    if (not isinstance(padding, (list, tuple)) or len(padding) not in (2, 4)
+            or not all(isinstance(p, (int, np.integer)) for p in padding)):
         raise ValueError('upfirdn2d: padding must be an int, [x, y] or [x0, x1, y0, y1] of ints, '
                          f'got {padding!r}')
     if len(padding) == 2:
