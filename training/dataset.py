@@ -16,7 +16,7 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import uuid
 import zipfile
 from typing import Any, Iterator, List, Optional, Sequence, Union
 
@@ -124,22 +124,28 @@ class DatasetWriter:
         self._check_dest()
         parent = os.path.dirname(self.dest)
         os.makedirs(parent, exist_ok=True)
-        prefix = '.' + os.path.basename(self.dest) + '.tmp-'
+        # A unique name beside dest (same filesystem, so the final rename is atomic), created
+        # with the usual permissions rather than mkstemp's owner-only ones.
+        self._tmp = os.path.join(parent, f'.{os.path.basename(self.dest)}.tmp-{uuid.uuid4().hex[:12]}')
         if self.is_zip:
-            fd, self._tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
-            os.close(fd)
-            self._zip = zipfile.ZipFile(self._tmp, 'w', compression=zipfile.ZIP_STORED)
+            self._zip = zipfile.ZipFile(self._tmp, 'x', compression=zipfile.ZIP_STORED)
         else:
-            self._tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            os.mkdir(self._tmp)
             self._zip = None
         self._labels: List[Any] = []
         self._shape = None
         self._closed = False
 
     def _check_dest(self) -> None:
-        if os.path.exists(self.dest) and not self.overwrite:
+        if not os.path.exists(self.dest):
+            return
+        if not self.overwrite:
             raise FileExistsError(f'Destination {self.dest} already exists; remove it, choose another '
                                   f'--dest, or pass --overwrite.')
+        if os.path.isdir(self.dest) == self.is_zip:
+            kind = 'folder' if self.is_zip else 'file'
+            raise FileExistsError(f'Destination {self.dest} exists and is a {kind}; --overwrite replaces '
+                                  f'only a dataset of the same kind. Remove it first.')
 
     @property
     def num_images(self) -> int:
@@ -213,14 +219,17 @@ class DatasetWriter:
             self._remove_tmp()
             raise
         if self.is_zip:
-            os.replace(self._tmp, self.dest)
+            try:
+                os.replace(self._tmp, self.dest)
+            except OSError:
+                self._remove_tmp()
+                raise
         else:
             # A folder cannot replace a non-empty folder atomically: move the old one aside first.
             old = None
             if os.path.exists(self.dest):
-                old = tempfile.mkdtemp(prefix='.' + os.path.basename(self.dest) + '.old-',
-                                       dir=os.path.dirname(self.dest))
-                os.rmdir(old)
+                old = os.path.join(os.path.dirname(self.dest),
+                                   f'.{os.path.basename(self.dest)}.old-{uuid.uuid4().hex[:12]}')
                 os.replace(self.dest, old)
             os.replace(self._tmp, self.dest)
             if old is not None:
