@@ -3,12 +3,49 @@
 Classes that can appear in a network file are registered with `@register`; the decorator
 records the constructor arguments of every instance so that a saved object is described as
 (class name, constructor arguments, state) and rebuilt from that alone on load.
+
+A network file is a pickle of a dict such as {'G': ..., 'D': ..., 'G_ema': ...,
+'augment_pipe': ..., 'training_set_kwargs': {...}}. In our own format every registered
+module is stored as a record {'format', 'class_name', 'args', 'kwargs', 'state'} and every
+tensor as (dtype name, shape, raw little-endian bytes); no code is stored.
+
+Loading goes through one restricted unpickler (`_RestrictedUnpickler`). It resolves only the
+globals of an explicit allowlist, most of them to checking wrappers, and refuses everything
+else with `UnsafeNetworkFileError` before the global can be called. Unpickling only produces
+inert data (module records, legacy object descriptions, tensors, containers); modules are
+built afterwards from our own registered classes.
+
+Pickles written by stylegan2-ada-pytorch and its forks (objects stored through
+`torch_utils.persistence._reconstruct_persistent_obj` with their module source embedded) are
+read as data too: the embedded source is never executed, the object is rebuilt as the class
+of this framework that `register_legacy_class` maps its class name to.
 """
 
+import collections
 import copy
 import functools
+import importlib
+import io
+import os
+import pickle
+import re
+import secrets
+import sys
+import types
+import warnings
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from dnnlib.util import EasyDict
+
+FORMAT_VERSION = 1          # Version of the module records written by save_network_pickle.
+PICKLE_PROTOCOL = 4         # Readable by every Python 3 release the framework supports.
 
 _registry = {}  # 'module.ClassName' -> class
+
+PathOrFile = Union[str, os.PathLike, BinaryIO]
 
 
 def register(cls):
@@ -33,3 +70,873 @@ def register(cls):
 def registered_classes():
     """Returns a copy of the registry: {'module.ClassName': class}."""
     return dict(_registry)
+
+
+# ---------------------------------------------------------------------------------------
+# Errors and results.
+
+class NetworkFileError(Exception):
+    """A network file cannot be written or read (wrong content, class mismatch, ...)."""
+
+
+class UnsafeNetworkFileError(NetworkFileError):
+    """A network file asks for something the safe loader does not allow."""
+
+
+class UnsupportedObjectError(NetworkFileError, TypeError):
+    """An object handed to save_network_pickle cannot be stored as data."""
+
+
+class NetworkData(dict):
+    """The dict a network file holds, as returned by load_network_pickle.
+
+    Attributes:
+        notes: Human-readable remarks about the load (skipped keys, ignored legacy buffers).
+        format: 'netfile' (our records), 'legacy' (stylegan2-ada-style objects), or 'plain'.
+    """
+
+    def __init__(self, *args, notes: Optional[List[str]] = None, format: str = 'plain', **kwargs):
+        super().__init__(*args, **kwargs)
+        self.notes = notes if notes is not None else []
+        self.format = format
+
+
+def _qualname(obj_or_type: Any) -> str:
+    t = obj_or_type if isinstance(obj_or_type, type) else type(obj_or_type)
+    return f'{t.__module__}.{t.__qualname__}'
+
+
+def _short_list(names: Iterable[str], limit: int = 12) -> str:
+    names = list(names)
+    shown = ', '.join(repr(n) for n in names[:limit])
+    return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '')
+
+
+# ---------------------------------------------------------------------------------------
+# Tensors as data: (dtype name, shape, raw bytes).
+
+_TENSOR_DTYPES = {name: getattr(torch, name) for name in (
+    'float64', 'float32', 'float16', 'bfloat16', 'complex64', 'complex128',
+    'int64', 'int32', 'int16', 'int8', 'uint8', 'bool')}
+_TORCH_DTYPES_BY_NAME = {n: v for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
+
+
+def _tensor_to_data(tensor: torch.Tensor, with_bytes: bool = True) -> Tuple[str, Tuple[int, ...], bytes]:
+    """Describes a dense tensor as (dtype name, shape, raw bytes in row-major order)."""
+    dtype_name = str(tensor.dtype).replace('torch.', '')
+    if dtype_name not in _TENSOR_DTYPES or tensor.layout != torch.strided or tensor.is_quantized:
+        raise UnsupportedObjectError(f'Cannot store a tensor of dtype {tensor.dtype} and layout '
+                                     f'{tensor.layout} in a network file')
+    if tensor.device.type == 'meta':
+        raise UnsupportedObjectError('Cannot store a tensor on the meta device: it holds no data')
+    shape = tuple(int(s) for s in tensor.shape)
+    if not with_bytes:
+        return dtype_name, shape, b''
+    flat = tensor.detach().to('cpu').contiguous().reshape(-1)
+    # Viewing as bytes works for every element size, bfloat16 included (numpy lacks it).
+    data = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b''
+    if sys.byteorder != 'little':
+        raise UnsupportedObjectError('Network files store little-endian tensor bytes; '
+                                     'saving on a big-endian machine is not supported')
+    return dtype_name, shape, data
+
+
+def _rebuild_tensor(dtype_name: str, shape: Tuple[int, ...], data: bytes) -> torch.Tensor:
+    """Inverse of _tensor_to_data; validates every field (the loader calls it on file data)."""
+    if dtype_name not in _TENSOR_DTYPES:
+        raise UnsafeNetworkFileError(f'Tensor record has an unsupported dtype {dtype_name!r}')
+    if not isinstance(shape, (tuple, list)) or not all(type(s) is int and s >= 0 for s in shape):
+        raise UnsafeNetworkFileError(f'Tensor record has an invalid shape {shape!r}')
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafeNetworkFileError(f'Tensor record data must be bytes, got {type(data).__name__}')
+    dtype = _TENSOR_DTYPES[dtype_name]
+    numel = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    itemsize = torch.empty([], dtype=dtype).element_size()
+    if len(data) != numel * itemsize:
+        raise UnsafeNetworkFileError(f'Tensor record of dtype {dtype_name} and shape {tuple(shape)} '
+                                     f'needs {numel * itemsize} bytes, the file has {len(data)}')
+    if numel == 0:
+        return torch.empty(tuple(shape), dtype=dtype)
+    # Copy into a bytearray so the tensor owns writable memory.
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return raw.view(dtype).reshape(tuple(shape))
+
+
+# ---------------------------------------------------------------------------------------
+# Module records of our own format.
+
+def _module_record(module: torch.nn.Module) -> Dict[str, Any]:
+    """Describes a registered module as data: class name, constructor args, state_dict."""
+    name = _qualname(module)
+    if _registry.get(name) is not type(module):
+        raise UnsupportedObjectError(
+            f'Cannot store module of class {name!r} in a network file: it is not registered. '
+            f'Decorate the class with @torch_utils.netfile.register.')
+    if not hasattr(module, '_init_args') or not hasattr(module, '_init_kwargs'):
+        raise UnsupportedObjectError(f'Module of class {name!r} has no recorded constructor arguments '
+                                     f'(was it created without calling its __init__?)')
+    state = collections.OrderedDict(module.state_dict())
+    return dict(format=FORMAT_VERSION, class_name=name, args=tuple(module._init_args),
+                kwargs=dict(module._init_kwargs), state=state)
+
+
+def _rebuild_module(record: Dict[str, Any]) -> torch.nn.Module:
+    """Builds a module from its record. Plain `pickle.load` of one of our files lands here;
+    the safe loader maps this name to an inert record instead and builds modules itself."""
+    return _build_module(_ModuleRecord(record), _Materializer(device=None, notes=[]))
+
+
+class _ModuleRecord:
+    """Inert, validated description of a registered module read from a file."""
+
+    def __init__(self, record: Any):
+        if not isinstance(record, dict):
+            raise UnsafeNetworkFileError(f'Module record must be a dict, got {type(record).__name__}')
+        missing = {'format', 'class_name', 'args', 'kwargs', 'state'} - set(record)
+        if missing:
+            raise UnsafeNetworkFileError(f'Module record lacks the fields {sorted(missing)}')
+        if not isinstance(record['format'], int) or record['format'] > FORMAT_VERSION:
+            raise NetworkFileError(f'Module record has format version {record["format"]!r}; this '
+                                   f'framework reads versions up to {FORMAT_VERSION}. Update the framework.')
+        if not isinstance(record['class_name'], str) or not isinstance(record['args'], (tuple, list)) \
+                or not isinstance(record['kwargs'], dict) or not isinstance(record['state'], dict):
+            raise UnsafeNetworkFileError('Module record has fields of the wrong types')
+        self.class_name = record['class_name']
+        self.args = tuple(record['args'])
+        self.kwargs = record['kwargs']
+        self.state = record['state']
+
+
+_DOTTED_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$')
+_TRUSTED_PACKAGES = ('training', 'torch_utils', 'metrics')  # Our own packages only.
+
+
+def _resolve_registered(class_name: str) -> type:
+    """Finds a registered class by name, importing its module only if it is one of ours."""
+    cls = _registry.get(class_name)
+    if cls is not None:
+        return cls
+    if not _DOTTED_NAME.match(class_name or ''):
+        raise UnsafeNetworkFileError(f'Invalid class name {class_name!r} in network file')
+    module_name = class_name.rsplit('.', 1)[0]
+    # Nested classes ('pkg.mod.Outer.Inner') need the longest importable module prefix.
+    if module_name.split('.')[0] in _TRUSTED_PACKAGES:
+        parts = class_name.split('.')
+        for i in range(len(parts) - 1, 0, -1):
+            try:
+                importlib.import_module('.'.join(parts[:i]))
+                break
+            except ModuleNotFoundError:
+                continue
+        cls = _registry.get(class_name)
+    if cls is None:
+        raise NetworkFileError(
+            f'Network file needs class {class_name!r}, which is not a registered network class of '
+            f'this framework (registered: {_short_list(sorted(_registry))})')
+    return cls
+
+
+def _load_state_strict(module: torch.nn.Module, state: Dict[str, torch.Tensor], what: str,
+                       notes: Optional[List[str]] = None, tolerate_nonpersistent: bool = False) -> None:
+    """load_state_dict with an error that names the class and the mismatching keys.
+
+    With `tolerate_nonpersistent`, entries that are non-persistent buffers of `module` (saved as
+    persistent by other code bases) are copied into the buffer when shapes agree, not refused.
+    """
+    expected = module.state_dict()
+    state = dict(state)
+    if tolerate_nonpersistent:
+        buffers = dict(module.named_buffers())
+        for key in [k for k in state if k in buffers and k not in expected]:
+            value = state.pop(key)
+            if tuple(value.shape) == tuple(buffers[key].shape):
+                with torch.no_grad():
+                    buffers[key].copy_(value)
+            elif notes is not None:
+                notes.append(f'{what}: ignored stored buffer {key!r} of shape {tuple(value.shape)}')
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        lines = [f'{what}: stored tensors do not match the class.']
+        if missing:
+            lines.append(f'  missing from the file ({len(missing)}): {_short_list(missing)}')
+        if unexpected:
+            lines.append(f'  not in the class ({len(unexpected)}): {_short_list(unexpected)}')
+        raise NetworkFileError('\n'.join(lines))
+    bad_shapes = [f'{k}: file {tuple(state[k].shape)} vs class {tuple(expected[k].shape)}'
+                  for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if bad_shapes:
+        raise NetworkFileError(f'{what}: stored tensors have the wrong shapes:\n  ' + '\n  '.join(bad_shapes[:12]))
+    module.load_state_dict(state, strict=True)
+
+
+def _construct(cls: type, args: tuple, kwargs: dict, what: str) -> torch.nn.Module:
+    try:
+        return cls(*args, **kwargs)
+    except Exception as e:
+        raise NetworkFileError(f'{what}: cannot construct {_qualname(cls)} with the stored arguments '
+                               f'args={args!r} kwargs={kwargs!r}: {type(e).__name__}: {e}') from e
+
+
+def _build_module(record: _ModuleRecord, mat: '_Materializer') -> torch.nn.Module:
+    cls = _resolve_registered(record.class_name)
+    args = mat.value(record.args)
+    kwargs = mat.value(record.kwargs)
+    module = _construct(cls, args, kwargs, record.class_name)
+    state = {k: mat.tensor(v, f'{record.class_name} state {k!r}') for k, v in record.state.items()}
+    _load_state_strict(module, state, record.class_name)
+    return module
+
+
+# ---------------------------------------------------------------------------------------
+# Saving.
+
+def _global_name(obj: Any) -> Tuple[str, str]:
+    return getattr(obj, '__module__', None) or '', getattr(obj, '__qualname__', None) or ''
+
+
+class _NullWriter:
+    """A sink for a pickling pass that only checks what would be written."""
+
+    def write(self, b) -> int:
+        return len(b)
+
+
+class _NetworkPickler(pickle.Pickler):
+    """Pickler that stores registered modules and tensors as data and refuses anything else.
+
+    It does not change how the objects themselves pickle or deepcopy elsewhere.
+    """
+
+    def __init__(self, file, check_only: bool = False):
+        super().__init__(file, protocol=PICKLE_PROTOCOL)
+        self.check_only = check_only  # Skip tensor bytes: a fast validation pass.
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.nn.Module):
+            return _rebuild_module, (_module_record(obj),)
+        if isinstance(obj, torch.Tensor):
+            return _rebuild_tensor, _tensor_to_data(obj, with_bytes=not self.check_only)
+        if isinstance(obj, (np.ndarray, np.generic, np.dtype, torch.dtype, torch.device, torch.Size)):
+            return NotImplemented  # Their own reductions use only allowlisted globals.
+        if type(obj) in (collections.OrderedDict, EasyDict, complex, bytearray):
+            return NotImplemented
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            # Globals emitted by the reductions above; the loader must accept each of them.
+            module, name = _global_name(obj)
+            if (module, name) in _SAVEABLE_GLOBALS:
+                return NotImplemented
+            raise UnsupportedObjectError(f'Cannot store the global {module}.{name} in a network file: '
+                                         f'network files hold data, not code')
+        raise UnsupportedObjectError(
+            f'Cannot store an object of type {_qualname(obj)} in a network file; allowed are registered '
+            f'modules, tensors, numpy arrays, numbers, strings, bytes, None and plain containers')
+
+
+def _check_saveable(data: Dict[str, Any]) -> None:
+    """Pickles every entry into a null sink (without tensor bytes) so errors name the key."""
+    for key, value in data.items():
+        try:
+            _NetworkPickler(_NullWriter(), check_only=True).dump(value)
+        except UnsupportedObjectError as e:
+            raise UnsupportedObjectError(f'Network file entry {key!r}: {e}') from None
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            raise UnsupportedObjectError(f'Network file entry {key!r} cannot be pickled: {e}') from e
+
+
+def _atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> None:
+    """Writes through a temporary file in the same directory, then renames it into place."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(6)}.tmp')
+    try:
+        with open(tmp, 'xb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_network_pickle(path_or_file: PathOrFile, data: Dict[str, Any]) -> None:
+    """Writes a network file in our format.
+
+    Registered modules are stored as (class name, constructor arguments, state_dict) records and
+    tensors as raw bytes; containers, numbers, strings, None, EasyDict and numpy arrays as they
+    are. Everything is validated before any byte is written; a path is written atomically.
+
+    Args:
+        path_or_file: Destination path, or a binary file object opened for writing.
+        data: Dict such as {'G': ..., 'D': ..., 'G_ema': ..., 'augment_pipe': ...,
+            'training_set_kwargs': {...}}.
+
+    Raises:
+        UnsupportedObjectError: an entry holds an unregistered module or a non-plain object;
+            the message names the entry and the type.
+    """
+    if not isinstance(data, dict):
+        raise UnsupportedObjectError(f'A network file holds a dict, got {type(data).__name__}')
+    _check_saveable(data)
+
+    def write(f):
+        _NetworkPickler(f).dump(dict(data))
+
+    if isinstance(path_or_file, (str, os.PathLike)):
+        _atomic_write(path_or_file, write)
+    else:
+        # Serialize fully first so a failure never leaves half a pickle in the caller's file.
+        buf = io.BytesIO()
+        write(buf)
+        path_or_file.write(buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------
+# Legacy (stylegan2-ada-pytorch) objects as data.
+
+class _LegacyObject:
+    """Inert description of a persistent object of stylegan2-ada-pytorch and its forks."""
+
+    def __init__(self, class_name: str, version: int, module_src: str, state: Dict[str, Any]):
+        self.class_name = class_name
+        self.version = version
+        self.module_src = module_src  # Kept as text only; never executed.
+        self.state = state
+
+
+def _legacy_persistent_obj(meta: Any) -> _LegacyObject:
+    """Stands in for torch_utils.persistence._reconstruct_persistent_obj: validates, builds nothing."""
+    if not isinstance(meta, dict):
+        raise UnsafeNetworkFileError(f'Legacy persistent object: meta must be a dict, got {type(meta).__name__}')
+    if meta.get('type') != 'class':
+        raise UnsafeNetworkFileError(f'Legacy persistent object of unsupported type {meta.get("type")!r}')
+    class_name, state = meta.get('class_name'), meta.get('state')
+    if not isinstance(class_name, str) or not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', class_name):
+        raise UnsafeNetworkFileError(f'Legacy persistent object has an invalid class name {class_name!r}')
+    if not isinstance(state, dict):
+        raise UnsafeNetworkFileError(f'Legacy persistent object {class_name!r} has no state dict')
+    return _LegacyObject(class_name, meta.get('version'), str(meta.get('module_src', '')), state)
+
+
+class _LegacyTorchModule:
+    """Inert stand-in for a plain torch.nn module found in a legacy pickle."""
+
+    torch_class = None  # Set on the per-class subclasses.
+    state = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafeNetworkFileError(f'State of {_qualname(self.torch_class)} must be a dict')
+        self.state = state
+
+
+# Plain torch.nn modules that forks embed in their heads; read as data, rebuilt by us.
+_LEGACY_TORCH_NN_CLASSES = [
+    torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Embedding,
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm, torch.nn.GroupNorm,
+    torch.nn.Dropout, torch.nn.Identity, torch.nn.Flatten, torch.nn.ReLU, torch.nn.LeakyReLU,
+    torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Softplus,
+    torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.AvgPool2d,
+    torch.nn.MaxPool2d, torch.nn.AdaptiveAvgPool2d, torch.nn.Upsample,
+]
+_LEGACY_TORCH_NN = {
+    _global_name(c): type(f'_Legacy{c.__name__}', (_LegacyTorchModule,), {'torch_class': c})
+    for c in _LEGACY_TORCH_NN_CLASSES}
+_LEGACY_PLACEHOLDERS = frozenset(_LEGACY_TORCH_NN.values())
+
+
+class _LegacyClass:
+    def __init__(self, class_name: str, adapt: Optional[Callable] = None):
+        self.class_name = class_name
+        self.adapt = adapt
+
+
+_legacy_classes: Dict[str, _LegacyClass] = {}
+
+
+def register_legacy_class(legacy_name: str, class_name: str,
+                          adapt: Optional[Callable[[tuple, dict], Tuple[tuple, dict]]] = None) -> None:
+    """Maps a class name of legacy pickles onto a registered class of this framework.
+
+    Args:
+        legacy_name: Class name as stored in legacy pickles, e.g. 'Generator'.
+        class_name: Our registered class, 'module.QualName', e.g. 'training.networks.Generator'.
+        adapt: Optional function (args, kwargs) -> (args, kwargs) that turns the legacy
+            constructor arguments into ours.
+    """
+    if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', legacy_name):
+        raise ValueError(f'Invalid legacy class name {legacy_name!r}')
+    if not _DOTTED_NAME.match(class_name):
+        raise ValueError(f'Expected a dotted class name, got {class_name!r}')
+    _legacy_classes[legacy_name] = _LegacyClass(class_name, adapt)
+
+
+def legacy_classes() -> Dict[str, str]:
+    """Returns the compatibility table: {legacy class name: our 'module.QualName'}."""
+    return {k: v.class_name for k, v in _legacy_classes.items()}
+
+
+for _name in ('Generator', 'Discriminator', 'MappingNetwork', 'SynthesisNetwork'):
+    register_legacy_class(_name, f'training.networks.{_name}')
+register_legacy_class('AugmentPipe', 'training.augment.ada.AugmentPipe')
+
+
+# ---------------------------------------------------------------------------------------
+# Checking stand-ins for the globals a network file may name.
+
+def _is_int_tuple(x: Any) -> bool:
+    return isinstance(x, (tuple, list)) and all(type(v) is int and v >= 0 for v in x)
+
+
+def _safe_load_storage(data: Any):
+    """torch.storage._load_from_bytes, read with torch's weights-only unpickler only."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafeNetworkFileError('torch.storage._load_from_bytes expects bytes')
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # TypedStorage deprecation notices.
+            storage = torch.load(io.BytesIO(bytes(data)), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeNetworkFileError(f'A tensor storage in the file failed the weights-only check: {e}') from None
+    except Exception as e:
+        raise NetworkFileError(f'A tensor storage in the file cannot be read: {type(e).__name__}: {e}') from None
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafeNetworkFileError(f'Expected a tensor storage, found {type(storage).__name__}')
+    return storage
+
+
+def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                            backward_hooks=None, metadata=None) -> torch.Tensor:
+    """torch._utils._rebuild_tensor_v2 with every argument checked."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafeNetworkFileError('Tensor rebuild: storage must be a tensor storage')
+    if type(storage_offset) is not int or storage_offset < 0 or not _is_int_tuple(size) \
+            or not _is_int_tuple(stride) or len(size) != len(stride) or not isinstance(requires_grad, bool):
+        raise UnsafeNetworkFileError('Tensor rebuild: invalid offset, size or stride')
+    if backward_hooks or metadata:
+        raise UnsafeNetworkFileError('Tensor rebuild: tensors with hooks or metadata are not allowed')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # TypedStorage deprecation notices.
+        numel, dtype, untyped = storage.size(), storage.dtype, storage.untyped()
+    if all(s > 0 for s in size):
+        last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
+        if last >= numel:
+            raise UnsafeNetworkFileError(f'Tensor rebuild: size {tuple(size)} and stride {tuple(stride)} '
+                                         f'exceed the storage of {numel} elements')
+    t = torch.empty((0,), dtype=dtype)
+    return t.set_(untyped, storage_offset, tuple(size), tuple(stride))
+
+
+def _safe_rebuild_tensor_v1(storage, storage_offset, size, stride) -> torch.Tensor:
+    return _safe_rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
+def _safe_rebuild_parameter(data, requires_grad, backward_hooks, state=None) -> torch.Tensor:
+    """torch._utils._rebuild_parameter(_with_state): a plain tensor; extra state is dropped."""
+    if not isinstance(data, torch.Tensor) or backward_hooks:
+        raise UnsafeNetworkFileError('Parameter rebuild: expected a tensor and no hooks')
+    return data
+
+
+def _safe_codecs_encode(text, encoding='utf-8'):
+    """_codecs.encode as protocol-2 pickles use it for bytes: str -> latin-1 bytes only."""
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise UnsafeNetworkFileError('_codecs.encode is allowed only as (str, "latin1")')
+    return text.encode('latin1')
+
+
+def _safe_bytearray(data=b''):
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafeNetworkFileError('builtins.bytearray is allowed only on bytes')
+    return bytearray(data)
+
+
+def _safe_reconstructor(cls, base, state):
+    """copyreg._reconstructor restricted to the few classes that need it."""
+    if cls in _LEGACY_PLACEHOLDERS and base is object and state is None:
+        return cls.__new__(cls)
+    if cls in (EasyDict, collections.OrderedDict) and base is dict:
+        return cls(state or {})
+    raise UnsafeNetworkFileError(f'copyreg._reconstructor is not allowed for class '
+                                 f'{_global_name(cls)[0]}.{_global_name(cls)[1]} with base {base!r}')
+
+
+_np_reconstruct = np.empty(0).__reduce__()[0]
+_np_scalar = np.float32(0).__reduce__()[0]
+_np_frombuffer = np.empty(1).__reduce_ex__(5)[0]
+
+
+def _safe_np_reconstruct(subtype, shape, dtype):
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise UnsafeNetworkFileError('numpy _reconstruct is allowed only for empty plain ndarrays')
+    return _np_reconstruct(subtype, shape, dtype)
+
+
+def _safe_np_scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype) or (not dtype.hasobject and not isinstance(data, bytes)):
+        raise UnsafeNetworkFileError('numpy scalar expects a dtype and bytes')
+    return _np_scalar(dtype, data)
+
+
+def _safe_np_frombuffer(buf, dtype, shape, order):
+    if not isinstance(buf, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or dtype.hasobject \
+            or not _is_int_tuple(shape) or order not in ('C', 'F'):
+        raise UnsafeNetworkFileError('numpy _frombuffer expects bytes, a plain dtype, a shape and an order')
+    return _np_frombuffer(buf, dtype, tuple(shape), order)
+
+
+def _np_globals() -> Dict[Tuple[str, str], Any]:
+    table = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
+    for core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings.
+        table[(f'{core}.multiarray', '_reconstruct')] = _safe_np_reconstruct
+        table[(f'{core}.multiarray', 'scalar')] = _safe_np_scalar
+        table[(f'{core}.numeric', '_frombuffer')] = _safe_np_frombuffer
+    return table
+
+
+# (module, name) -> what the loader returns for it. Nothing outside this table resolves.
+_ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
+    ('torch_utils.netfile', '_rebuild_module'): _ModuleRecord,
+    ('torch_utils.netfile', '_rebuild_tensor'): _rebuild_tensor,
+    ('torch_utils.persistence', '_reconstruct_persistent_obj'): _legacy_persistent_obj,
+    ('torch._utils', '_rebuild_tensor_v2'): _safe_rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_tensor'): _safe_rebuild_tensor_v1,
+    ('torch._utils', '_rebuild_parameter'): _safe_rebuild_parameter,
+    ('torch._utils', '_rebuild_parameter_with_state'): _safe_rebuild_parameter,
+    ('torch.storage', '_load_from_bytes'): _safe_load_storage,
+    ('torch', 'Size'): torch.Size,
+    ('torch', 'device'): torch.device,
+    ('collections', 'OrderedDict'): collections.OrderedDict,
+    ('dnnlib.util', 'EasyDict'): EasyDict,
+    ('dnnlib', 'EasyDict'): EasyDict,
+    ('builtins', 'set'): set,
+    ('builtins', 'frozenset'): frozenset,
+    ('builtins', 'complex'): complex,
+    ('builtins', 'bytearray'): _safe_bytearray,
+    ('builtins', 'object'): object,  # Base argument of copyreg._reconstructor (protocols 0-1).
+    ('builtins', 'dict'): dict,
+    ('_codecs', 'encode'): _safe_codecs_encode,
+    ('copyreg', '_reconstructor'): _safe_reconstructor,
+    **_np_globals(),
+    **_LEGACY_TORCH_NN,
+}
+
+# What our own writer may emit: a subset, so everything we write reads back.
+_SAVEABLE_GLOBALS = frozenset([
+    ('torch_utils.netfile', '_rebuild_module'), ('torch_utils.netfile', '_rebuild_tensor'),
+    ('torch', 'Size'), ('torch', 'device'), ('collections', 'OrderedDict'), ('dnnlib.util', 'EasyDict'),
+    ('builtins', 'complex'), ('builtins', 'bytearray'),
+    *[k for k in _np_globals()],
+])
+
+_PY2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """The one unpickler network files go through: resolves allowlisted globals only."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.kinds = collections.Counter()  # Which formats the file used.
+
+    def find_class(self, module: str, name: str) -> Any:
+        module = _PY2_MODULES.get(module, module)
+        if module == 'torch' and name in _TORCH_DTYPES_BY_NAME:
+            return _TORCH_DTYPES_BY_NAME[name]
+        obj = _ALLOWED_GLOBALS.get((module, name))
+        if obj is None:
+            raise UnsafeNetworkFileError(
+                f'Network file refers to the global {module}.{name}, which network files may not use; '
+                f'the file was not loaded and nothing in it was run')
+        if obj is _ModuleRecord:
+            self.kinds['netfile'] += 1
+        elif obj is _legacy_persistent_obj:
+            self.kinds['legacy'] += 1
+        return obj
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeNetworkFileError('Network file uses pickle persistent ids, which are not allowed')
+
+
+# ---------------------------------------------------------------------------------------
+# Turning the inert tree into modules.
+
+_NN_INTERNALS = frozenset(['_parameters', '_buffers', '_modules', '_non_persistent_buffers_set',
+                           'training'])
+
+
+def _is_plain_attr(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_is_plain_attr(v) for v in value)
+    return False
+
+
+class _Materializer:
+    """Builds modules from records and legacy descriptions; keeps shared objects shared."""
+
+    def __init__(self, device: Optional[torch.device], notes: List[str]):
+        self.device = device
+        self.notes = notes
+        self.memo: Dict[int, Tuple[Any, Any]] = {}
+
+    def tensor(self, value: Any, what: str) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            raise UnsafeNetworkFileError(f'{what}: expected a tensor, got {type(value).__name__}')
+        return value.detach()
+
+    def value(self, obj: Any, where: str = '') -> Any:
+        # Modules referenced twice in the file (e.g. shared submodules) are built once.
+        if isinstance(obj, (_ModuleRecord, _LegacyObject, _LegacyTorchModule)) and id(obj) in self.memo:
+            return self.memo[id(obj)][1]
+        if isinstance(obj, _ModuleRecord):
+            result = self._finish(_build_module(obj, self))
+        elif isinstance(obj, _LegacyObject):
+            result = self._finish(self._build_legacy(obj, where))
+        elif isinstance(obj, _LegacyTorchModule):
+            result = self._finish(self._build_torch_nn(obj))
+        elif isinstance(obj, torch.Tensor):
+            result = obj.detach() if self.device is None else obj.detach().to(self.device)
+        elif isinstance(obj, (dict, collections.OrderedDict)):
+            result = type(obj)() if type(obj) in (dict, collections.OrderedDict, EasyDict) else {}
+            for k, v in obj.items():
+                result[k] = self.value(v, f'{where}.{k}' if where else str(k))
+        elif isinstance(obj, list):
+            result = [self.value(v, where) for v in obj]
+        elif isinstance(obj, tuple) and not isinstance(obj, torch.Size):
+            result = tuple(self.value(v, where) for v in obj)
+        elif isinstance(obj, (set, frozenset)):
+            result = type(obj)(self.value(v, where) for v in obj)
+        else:
+            result = obj
+        if isinstance(obj, (_ModuleRecord, _LegacyObject, _LegacyTorchModule)):
+            self.memo[id(obj)] = (obj, result)  # Holding obj keeps its id unique.
+        return result
+
+    def _finish(self, module: torch.nn.Module) -> torch.nn.Module:
+        module.eval().requires_grad_(False)
+        return module if self.device is None else module.to(self.device)
+
+    def _build_legacy(self, obj: _LegacyObject, where: str) -> torch.nn.Module:
+        entry = _legacy_classes.get(obj.class_name)
+        what = f'{where or "value"!r} (legacy class {obj.class_name!r})'
+        if entry is None:
+            raise NetworkFileError(
+                f'{what}: this framework has no counterpart for legacy class {obj.class_name!r}; '
+                f'supported legacy classes: {_short_list(sorted(_legacy_classes))}. '
+                f'Load only the entries you need, e.g. keys=("G_ema",), or map the class with '
+                f'torch_utils.netfile.register_legacy_class().')
+        try:
+            cls = _resolve_registered(entry.class_name)
+        except NetworkFileError as e:
+            raise NetworkFileError(f'{what}: {e}') from None
+        args = self.value(obj.state.get('_init_args', ()))
+        kwargs = self.value(obj.state.get('_init_kwargs', {}))
+        if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
+            raise UnsafeNetworkFileError(f'{what}: _init_args/_init_kwargs must be a tuple and a dict')
+        if entry.adapt is not None:
+            args, kwargs = entry.adapt(args, kwargs)
+        module = _construct(cls, tuple(args), dict(kwargs), what)
+        state = {}
+        _flatten_legacy_state(obj.state, '', state, f'{what}')
+        _load_state_strict(module, state, f'{what} as {entry.class_name}', self.notes,
+                           tolerate_nonpersistent=True)
+        return module
+
+    def _build_torch_nn(self, obj: _LegacyTorchModule) -> torch.nn.Module:
+        """A plain torch.nn module rebuilt from data: fresh internals, plain attributes, tensors."""
+        cls = obj.torch_class
+        state = obj.state or {}
+        module = cls.__new__(cls)
+        torch.nn.Module.__init__(module)
+        for name, value in state.items():
+            if isinstance(name, str) and name.isidentifier() and not name.startswith('__') \
+                    and name not in _NN_INTERNALS and not name.startswith(('_forward', '_backward')) \
+                    and not name.endswith('_hooks') and _is_plain_attr(value):
+                object.__setattr__(module, name, value)
+        nonpersistent = set(state.get('_non_persistent_buffers_set') or ())
+        for name, value in (state.get('_parameters') or {}).items():
+            module._parameters[name] = None if value is None else torch.nn.Parameter(
+                self.tensor(value, f'{_qualname(cls)}.{name}'), requires_grad=False)
+        for name, value in (state.get('_buffers') or {}).items():
+            module.register_buffer(name, None if value is None else self.tensor(value, name),
+                                   persistent=name not in nonpersistent)
+        for name, child in (state.get('_modules') or {}).items():
+            if child is not None and not isinstance(child, (_LegacyTorchModule, _LegacyObject)):
+                raise UnsafeNetworkFileError(f'{_qualname(cls)}: submodule {name!r} is not a module')
+            module._modules[name] = None if child is None else self.value(child)
+        return module
+
+
+def _flatten_legacy_state(state: Dict[str, Any], prefix: str, out: Dict[str, torch.Tensor], what: str) -> None:
+    """Collects parameters and persistent buffers of a legacy object tree as 'a.b.name'."""
+    nonpersistent = set(state.get('_non_persistent_buffers_set') or ())
+    for group in ('_parameters', '_buffers'):
+        tensors = state.get(group) or {}
+        if not isinstance(tensors, dict):
+            raise UnsafeNetworkFileError(f'{what}: {group} must be a dict')
+        for name, value in tensors.items():
+            if value is None or (group == '_buffers' and name in nonpersistent):
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise UnsafeNetworkFileError(f'{what}: {prefix}{name} is not a tensor')
+            out[prefix + name] = value.detach()
+    for name, child in (state.get('_modules') or {}).items():
+        if child is None:
+            continue
+        if isinstance(child, (_LegacyObject, _LegacyTorchModule)):
+            _flatten_legacy_state(child.state or {}, f'{prefix}{name}.', out, what)
+        else:
+            raise UnsafeNetworkFileError(f'{what}: submodule {prefix}{name} is a {type(child).__name__}, '
+                                         f'not a module')
+
+
+# ---------------------------------------------------------------------------------------
+# Loading.
+
+def load_network_pickle(path_or_file: PathOrFile, keys: Optional[Iterable[str]] = None,
+                        device: Optional[Union[str, torch.device]] = None) -> Any:
+    """Reads a network file safely: our format, or legacy stylegan2-ada-pytorch pickles.
+
+    Args:
+        path_or_file: Path, or a binary file object opened for reading.
+        keys: Entries to return, e.g. ('G_ema',); None = all. Entries not asked for are not
+            built (so unsupported legacy classes in them do no harm); asked-for entries the
+            file lacks are left out. Both are recorded in `result.notes`.
+        device: Move the modules and tensors there; None = leave them on the CPU.
+
+    Returns:
+        A `NetworkData` dict (with `.notes` and `.format`); modules are in eval mode with
+        requires_grad False. A file whose top level is not a dict returns that value.
+
+    Raises:
+        UnsafeNetworkFileError: the file names a global outside the allowlist (the message names
+            it); nothing from the file was run.
+        NetworkFileError: the file is damaged, needs a class this framework lacks, or its
+            tensors do not match the class.
+    """
+    if isinstance(path_or_file, (str, os.PathLike)):
+        with open(path_or_file, 'rb') as f:
+            return load_network_pickle(f, keys=keys, device=device)
+
+    unpickler = _RestrictedUnpickler(path_or_file)
+    try:
+        raw = unpickler.load()
+    except NetworkFileError:
+        raise
+    except Exception as e:  # Anything else means a damaged or foreign file.
+        name = getattr(path_or_file, 'name', 'network file')
+        raise NetworkFileError(f'{name} is damaged or not a network pickle: {type(e).__name__}: {e}') from None
+
+    fmt = 'legacy' if unpickler.kinds['legacy'] else 'netfile' if unpickler.kinds['netfile'] else 'plain'
+    notes: List[str] = []
+    mat = _Materializer(device=torch.device(device) if device is not None else None, notes=notes)
+    if not isinstance(raw, dict):
+        if keys is not None:
+            raise NetworkFileError(f'keys={tuple(keys)!r} given, but the file holds a {type(raw).__name__}, not a dict')
+        return mat.value(raw)
+
+    wanted = list(raw) if keys is None else list(keys)
+    result = NetworkData(notes=notes, format=fmt)
+    for key in raw:
+        if key not in wanted:
+            notes.append(f'skipped {key!r} (not requested)')
+    for key in wanted:
+        if key not in raw:
+            notes.append(f'{key!r} requested but not in the file (it holds {_short_list(raw)})')
+            continue
+        result[key] = mat.value(raw[key], str(key))
+    return result
+
+
+def load_network(path_or_url: str, keys: Optional[Iterable[str]] = None,
+                 device: Optional[Union[str, torch.device]] = None) -> Any:
+    """Opens a path or URL (downloads are cached) and reads it with load_network_pickle.
+
+    Args:
+        path_or_url: Local path, file:// URL or http(s) URL.
+        keys: Entries to return; see load_network_pickle.
+        device: Where to put modules and tensors; None = CPU.
+
+    Returns:
+        See load_network_pickle.
+    """
+    from dnnlib.util import open_url  # Late import: keeps this module importable on its own.
+    with open_url(path_or_url) as f:
+        return load_network_pickle(f, keys=keys, device=device)
+
+
+def convert_network_pickle(src: str, dst: str, keys: Optional[Iterable[str]] = None) -> List[str]:
+    """Reads any supported network file (e.g. a legacy pickle) and writes it in our format.
+
+    Args:
+        src: Source path or URL.
+        dst: Destination path (written atomically).
+        keys: Entries to keep; None = all.
+
+    Returns:
+        The notes of the load (skipped entries and the like).
+    """
+    data = load_network(src, keys=keys)
+    if not isinstance(data, dict):
+        raise NetworkFileError(f'{src} does not hold a dict of networks')
+    save_network_pickle(dst, dict(data))
+    return list(getattr(data, 'notes', []))
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: python -m torch_utils.netfile convert in.pkl out.pkl
+
+def _cli():
+    """The click command group behind `python -m torch_utils.netfile`."""
+    import click  # pylint: disable=import-outside-toplevel
+
+    @click.group()
+    def cli():
+        """Network-file tools: convert legacy pickles to the safe format, list entries."""
+
+    @cli.command()
+    @click.argument('src', metavar='IN')
+    @click.argument('dst', metavar='OUT', type=click.Path(dir_okay=False))
+    @click.option('--keys', metavar='LIST', default=None,
+                  help='Comma-separated entries to keep, e.g. G_ema,G  [default: all]')
+    def convert(src, dst, keys):
+        """Convert network pickle IN (e.g. from stylegan2-ada-pytorch) to our format in OUT."""
+        key_list = [k for k in keys.split(',') if k] if keys else None
+        try:
+            notes = convert_network_pickle(src, dst, keys=key_list)
+        except (NetworkFileError, FileNotFoundError) as e:
+            raise click.ClickException(str(e))
+        for note in notes:
+            click.echo(f'note: {note}')
+        click.echo(f'wrote {dst}')
+
+    @cli.command()
+    @click.argument('src', metavar='IN')
+    def info(src):
+        """List the entries of network file IN."""
+        try:
+            data = load_network(src)
+        except (NetworkFileError, FileNotFoundError) as e:
+            raise click.ClickException(str(e))
+        click.echo(f'format: {getattr(data, "format", "plain")}')
+        for key, value in (data.items() if isinstance(data, dict) else [('(top level)', data)]):
+            extra = ''
+            if isinstance(value, torch.nn.Module):
+                extra = f' ({sum(t.numel() for t in value.state_dict().values())} tensor elements)'
+            click.echo(f'{key}: {_qualname(value)}{extra}')
+
+    return cli
+
+
+def _main(argv: Optional[List[str]] = None) -> None:
+    _cli().main(args=argv, prog_name='python -m torch_utils.netfile')
+
+
+if __name__ == '__main__':
+    # Run through the imported module so that there is one registry, not two.
+    from torch_utils import netfile as _netfile
+    _netfile._main()
