@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import pickle
+import stat
 import zipfile
 
 import numpy as np
@@ -54,6 +55,9 @@ def test_writer_output_is_uncompressed_zip_of_pngs_with_labels(tmp_path):
         assert z.getinfo('00000/img00000000.png').file_size >= 8 * 8 * 3
     assert labels == {'labels': [['00000/img00000000.png', 0], ['00000/img00000001.png', 1],
                                  ['00000/img00000002.png', 2]]}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask  # Usual permissions, not owner-only.
     path2, _ = _make(tmp_path, name='u.zip', n=2, labels=None)
     with zipfile.ZipFile(path2) as z:
         assert json.loads(z.read('dataset.json')) == {'labels': None}
