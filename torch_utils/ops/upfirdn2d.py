@@ -78,8 +78,8 @@ def setup_filter(f, device: torch.device = torch.device('cpu'), normalize: bool 
         gain: overall gain of the 2-D filter; a separable (1-D) filter is scaled by
             sqrt(gain) since it is applied once along each axis.
         separable: keep a 1-D filter 1-D (applied along x and then y). None chooses
-            separable for 1-D filters with at least 8 taps, the point where two 1-D passes
-            beat one 2-D pass.
+            separable for 1-D filters with at least 8 taps: for long filters two 1-D passes
+            are cheaper than one 2-D pass, for short ones a single pass is.
 
     Returns:
         A float32 tensor on `device`: 1-D for separable filters, 2-D otherwise.
@@ -172,16 +172,16 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     """Reference path with parsed arguments; only differentiable PyTorch ops."""
     n, c, h, w = x.shape
 
-    # Zero insertion: view each pixel as a 1x1 block and pad it to upy x upx.
+    # Zero insertion: pixel (i, j) lands at (i * upy, j * upx) of an all-zero canvas, so
+    # every pixel is followed by up - 1 zeros (the slice assignment is differentiable).
     if upx > 1 or upy > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-        x = x.reshape(n, c, h * upy, w * upx)
+        canvas = x.new_zeros([n, c, h * upy, w * upx])
+        canvas[:, :, ::upy, ::upx] = x
+        x = canvas
 
-    # Padding: zero-pad the positive parts, then crop the negative parts.
-    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
-    x = x[:, :, max(-pady0, 0): x.shape[2] - max(-pady1, 0),
-          max(-padx0, 0): x.shape[3] - max(-padx1, 0)]
+    # Padding; constant-mode F.pad crops where a pad is negative.
+    if any([padx0, padx1, pady0, pady1]):
+        x = F.pad(x, [padx0, padx1, pady0, pady1])
 
     # Filtering: conv2d correlates, so flip the taps for a true convolution. Gain is folded
     # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass.
