@@ -546,10 +546,7 @@ def convert_dataset(source: str, dest: str, *, max_images: Optional[int] = None,
         counts: collections.Counter = collections.Counter()
         first_name, shape = None, None
         has_labels = None
-        try:
-            writer = DatasetWriter(dest, overwrite=overwrite)
-        except FileExistsError as e:
-            raise DatasetToolError(str(e))
+        writer = DatasetWriter(dest, overwrite=overwrite)
         with writer, tqdm(total=len(indices), unit='img', disable=(None if progress is None else not progress),
                           desc='Converting') as bar:
             for name, load, label in src.items(indices.tolist()):
@@ -593,6 +590,9 @@ def convert_dataset(source: str, dest: str, *, max_images: Optional[int] = None,
             if writer.num_images == 0:
                 raise DatasetToolError(f'--source {source}: all {len(indices)} selected images were skipped; '
                                        f'nothing was written')
+    except FileExistsError as e:
+        # The writer found dest (again) at the start or just before the final rename.
+        raise DatasetToolError(str(e)) from None
     finally:
         src.close()
     return Report(dest=writer.dest, num_images=writer.num_images, shape=tuple(shape), has_labels=bool(has_labels),

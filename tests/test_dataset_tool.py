@@ -337,6 +337,30 @@ def test_alpha_rejected_unless_converted(tmp_path):
     assert out[:4].max() == 0 and np.array_equal(out[4:], _rgb(1)[4:])
 
 
+def test_palette_and_16_bit_images_are_converted_and_counted(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    PIL.Image.fromarray(_rgb(0)).convert('P', palette=PIL.Image.Palette.ADAPTIVE, colors=8).save(src / 'p.png')
+    report = convert_dataset(str(src), str(tmp_path / 'p.zip'), progress=False)
+    assert report.shape == (8, 8, 3) and report.conversions == {}  # A palette is colour: RGB, lossless.
+    deep = tmp_path / 'deep'
+    deep.mkdir()
+    PIL.Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(deep / 'a.png')
+    PIL.Image.fromarray(np.full((8, 8), 257 * 100, np.uint16)).save(deep / 'b.png')
+    report = convert_dataset(str(deep), str(tmp_path / 'd.zip'), progress=False)
+    assert report.shape == (8, 8, 1) and report.conversions == {'16-bit reduced to 8-bit': 2}
+    out = _read_zip(tmp_path / 'd.zip')[0]
+    assert out[archive_image_name(0)].min() == 255 and out[archive_image_name(1)].max() == 100
+
+
+def test_dest_of_the_other_kind_is_not_overwritten(tmp_path):
+    src, _ = _folder(tmp_path, n=2)
+    (tmp_path / 'o.zip').mkdir()
+    with pytest.raises(DatasetToolError, match='is a folder'):
+        convert_dataset(str(src), str(tmp_path / 'o.zip'), overwrite=True, progress=False)
+    assert (tmp_path / 'o.zip').is_dir()
+
+
 def test_different_sizes_need_a_transform(tmp_path):
     src, _ = _folder(tmp_path, n=2, labels=False)
     _save(str(src / 'big.png'), _rgb(3, (16, 12)))
