@@ -400,6 +400,7 @@ def _build(module_name, sources, headers, source_dir, build_dir, cuda_home, key,
 # Fallback helper.
 
 _ERROR_LINE = re.compile(r'(\berror\b|\bfatal\b|undefined reference|No such file)', re.IGNORECASE)
+_NOISE_LINE = re.compile(r'(Error building extension|^FAILED:|^ninja: build stopped)')
 
 
 def summarize_build_error(message: str, max_lines: int = 8) -> str:
@@ -417,7 +418,8 @@ def summarize_build_error(message: str, max_lines: int = 8) -> str:
         return lines[0] if lines else 'unknown error'
     keep = []
     for ln in lines:
-        if _ERROR_LINE.search(ln) and ln not in keep:
+        # PyTorch's own "Error building extension '...': <command line>" header says nothing new.
+        if _ERROR_LINE.search(ln) and not _NOISE_LINE.search(ln) and ln[:400] not in keep:
             keep.append(ln[:400])
     if not keep:
         keep = [ln[:400] for ln in lines[-max_lines:]]

@@ -173,8 +173,6 @@ def bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str
     idx = int(activation_funcs[act].cuda_idx)
     if idx not in _KERNEL_REF:
         raise ValueError(f'bias_act_cuda: activation {act!r} has kernel index {idx}, expected 1..9')
-    if not x.is_cuda:
-        raise ValueError(f'bias_act_cuda: x must be a CUDA tensor, got device {x.device}')
     if b is not None and b.device != x.device:
         raise ValueError(f'bias_act_cuda: b is on {b.device} but x is on {x.device}')
     cfg = _Config(dim=int(dim), act=idx, alpha=float(alpha), gain=float(gain),
