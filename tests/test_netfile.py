@@ -309,6 +309,22 @@ def test_malicious_storage_stream_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_ndarray_may_not_be_called_directly():
+    with pytest.raises(netfile.UnsafeNetworkFileError, match='numpy.ndarray may not be called'):
+        load_bytes(b'cnumpy\nndarray\n(I1000\ntR.')
+
+
+def test_constructor_arguments_may_not_name_other_objects(tmp_path):
+    marker = tmp_path / 'marker'
+    blob = save_bytes(dict(net=TinyNet(2, 2, head_kwargs=dict(class_name='os.system', command=f'touch {marker}'))))
+    with pytest.raises(netfile.UnsafeNetworkFileError, match=r"class_name='os.system'"):
+        load_bytes(blob)
+    # Naming a registered class is fine.
+    ok = save_bytes(dict(net=TinyNet(2, 2, head_kwargs=dict(class_name='training.networks.Generator'))))
+    assert isinstance(load_bytes(ok)['net'], TinyNet)
+    assert not marker.exists()
+
+
 def test_saved_records_are_validated():
     """A hand-made tensor record that lies about its size is refused."""
     blob = (b'\x80\x04ctorch_utils.netfile\n_rebuild_tensor\n(Vfloat32\n(K\x04tC\x04abcdtR.')
@@ -342,19 +358,18 @@ def _fake_persistence():
 class _LegacyPickler(pickle.Pickler):
     """Emits every non-torch.nn module as the original's persistent object; tensors as stock pickle."""
 
-    def __init__(self, file, module_src, rename=None, drop=()):
-        super().__init__(file, protocol=4)
+    def __init__(self, file, module_src, rename=None, edit=None, protocol=4):
+        super().__init__(file, protocol=protocol)
         self.module_src = module_src
         self.rename = rename or {}
-        self.drop = drop
+        self.edit = edit  # edit(module, state): changes the stored __dict__ copy in place.
         self.reconstruct = sys.modules['torch_utils.persistence']._reconstruct_persistent_obj
 
     def reducer_override(self, obj):
         if isinstance(obj, torch.nn.Module) and not type(obj).__module__.startswith('torch.nn'):
             state = dict(vars(obj))  # The object's __dict__, as object.__reduce__ gives it.
-            if self.drop:
-                state['_parameters'] = collections.OrderedDict(
-                    (k, v) for k, v in state['_parameters'].items() if k not in self.drop)
+            if self.edit is not None:
+                self.edit(obj, state)
             name = type(obj).__name__
             meta = dict(type='class', version=4, module_src=self.module_src,
                         class_name=self.rename.get(name, name), state=state)
@@ -373,8 +388,10 @@ def write_legacy(monkeypatch, data, marker, **kwargs):
 def test_legacy_pickle_rebuilds_our_networks(tmp_path, monkeypatch):
     marker = tmp_path / 'marker'
     G, D, G_ema = randomize(tiny_G()), randomize(tiny_D()), randomize(tiny_G())
+    # Protocol 3 is what Python 3.7 (the original's release environment) wrote by default.
     blob = write_legacy(monkeypatch, dict(G=G, D=D, G_ema=G_ema, augment_pipe=None,
-                                          training_set_kwargs=EasyDict(path='x.zip', xflip=False)), marker)
+                                          training_set_kwargs=EasyDict(path='x.zip', xflip=False)),
+                        marker, protocol=3)
     # The file really has the original's layout: persistent objects with embedded source,
     # nested for submodules, and tensors through storages in torch.save streams.
     assert b'_reconstruct_persistent_obj' in blob and b'_load_from_bytes' in blob
@@ -428,10 +445,27 @@ def test_legacy_unknown_class_is_named_or_skipped(tmp_path, monkeypatch):
 
 
 def test_legacy_missing_parameter_is_named(tmp_path, monkeypatch):
-    blob = write_legacy(monkeypatch, dict(G=tiny_G()), tmp_path / 'marker', drop=('noise_strength',))
+    def drop_noise_strength(module, state):
+        state['_parameters'] = {k: v for k, v in state['_parameters'].items() if k != 'noise_strength'}
+
+    blob = write_legacy(monkeypatch, dict(G=tiny_G()), tmp_path / 'marker', edit=drop_noise_strength)
     with pytest.raises(netfile.NetworkFileError,
                        match=r"(?s)'G'.*Generator.*missing from the file.*synthesis.b4.conv1.noise_strength"):
         load_bytes(blob)
+
+
+def test_legacy_generator_with_synthesis_options_as_keywords(tmp_path, monkeypatch):
+    """The stylegan3 code base's StyleGAN2 generator records its synthesis options flat."""
+    G = randomize(tiny_G())
+
+    def flatten_kwargs(module, state):
+        if module is G:
+            kwargs = dict(state['_init_kwargs'])
+            kwargs.update(kwargs.pop('synthesis_kwargs'))
+            state['_init_kwargs'] = kwargs
+
+    blob = write_legacy(monkeypatch, dict(G_ema=G), tmp_path / 'marker', edit=flatten_kwargs)
+    assert torch.equal(G_images(load_bytes(blob)['G_ema']), G_images(G))
 
 
 def test_legacy_plain_torch_nn_submodules(tmp_path, monkeypatch):

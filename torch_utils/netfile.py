@@ -26,6 +26,7 @@ import copy
 import functools
 import importlib
 import io
+import math
 import os
 import pickle
 import re
@@ -150,7 +151,7 @@ def _rebuild_tensor(dtype_name: str, shape: Tuple[int, ...], data: bytes) -> tor
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafeNetworkFileError(f'Tensor record data must be bytes, got {type(data).__name__}')
     dtype = _TENSOR_DTYPES[dtype_name]
-    numel = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    numel = math.prod(shape)  # Python ints: no overflow for absurd shapes.
     itemsize = torch.empty([], dtype=dtype).element_size()
     if len(data) != numel * itemsize:
         raise UnsafeNetworkFileError(f'Tensor record of dtype {dtype_name} and shape {tuple(shape)} '
@@ -223,10 +224,13 @@ def _resolve_registered(class_name: str) -> type:
     if module_name.split('.')[0] in _TRUSTED_PACKAGES:
         parts = class_name.split('.')
         for i in range(len(parts) - 1, 0, -1):
+            prefix = '.'.join(parts[:i])
             try:
-                importlib.import_module('.'.join(parts[:i]))
+                importlib.import_module(prefix)
                 break
-            except ModuleNotFoundError:
+            except ModuleNotFoundError as e:
+                if e.name and not prefix.startswith(e.name):
+                    raise NetworkFileError(f'Importing {prefix} for class {class_name!r} failed: {e}') from e
                 continue
         cls = _registry.get(class_name)
     if cls is None:
@@ -270,7 +274,26 @@ def _load_state_strict(module: torch.nn.Module, state: Dict[str, torch.Tensor], 
     module.load_state_dict(state, strict=True)
 
 
+def _check_named_objects(value: Any, what: str) -> None:
+    """Constructor arguments from a file may name classes ('class_name': ...) that the
+    constructor would build by name; only registered classes of this framework may be named."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in ('class_name', 'func_name') and isinstance(v, str):
+                try:
+                    _resolve_registered(v)
+                except NetworkFileError:
+                    raise UnsafeNetworkFileError(
+                        f'{what}: constructor arguments name {k}={v!r}, which is not a registered network '
+                        f'class; a network file may not make constructors build other objects') from None
+            _check_named_objects(v, what)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            _check_named_objects(v, what)
+
+
 def _construct(cls: type, args: tuple, kwargs: dict, what: str) -> torch.nn.Module:
+    _check_named_objects((args, kwargs), what)
     try:
         return cls(*args, **kwargs)
     except Exception as e:
@@ -478,8 +501,21 @@ def legacy_classes() -> Dict[str, str]:
     return {k: v.class_name for k, v in _legacy_classes.items()}
 
 
+def _adapt_legacy_generator(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
+    """The StyleGAN2 generator of the stylegan3 code base takes the synthesis options as
+    keyword arguments of Generator itself; ours takes them as `synthesis_kwargs`."""
+    own = ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels', 'mapping_kwargs', 'synthesis_kwargs')
+    extra = {k: v for k, v in kwargs.items() if k not in own}
+    if not extra:
+        return args, kwargs
+    kwargs = {k: v for k, v in kwargs.items() if k in own}
+    kwargs['synthesis_kwargs'] = {**extra, **(kwargs.get('synthesis_kwargs') or {})}
+    return args, kwargs
+
+
 for _name in ('Generator', 'Discriminator', 'MappingNetwork', 'SynthesisNetwork'):
-    register_legacy_class(_name, f'training.networks.{_name}')
+    register_legacy_class(_name, f'training.networks.{_name}',
+                          adapt=_adapt_legacy_generator if _name == 'Generator' else None)
 register_legacy_class('AugmentPipe', 'training.augment.ada.AugmentPipe')
 
 
@@ -519,7 +555,10 @@ def _safe_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad
         raise UnsafeNetworkFileError('Tensor rebuild: tensors with hooks or metadata are not allowed')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # TypedStorage deprecation notices.
-        numel, dtype, untyped = storage.size(), storage.dtype, storage.untyped()
+        dtype, untyped = storage.dtype, storage.untyped()
+    if type(untyped) is not torch.UntypedStorage or dtype not in _TENSOR_DTYPES.values():
+        raise UnsafeNetworkFileError('Tensor rebuild: storage has unexpected contents')
+    numel = untyped.nbytes() // torch.empty([], dtype=dtype).element_size()
     if all(s > 0 for s in size):
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= numel:
@@ -559,8 +598,8 @@ def _safe_reconstructor(cls, base, state):
         return cls.__new__(cls)
     if cls in (EasyDict, collections.OrderedDict) and base is dict:
         return cls(state or {})
-    raise UnsafeNetworkFileError(f'copyreg._reconstructor is not allowed for class '
-                                 f'{_global_name(cls)[0]}.{_global_name(cls)[1]} with base {base!r}')
+    name = 'numpy.ndarray' if cls is _NdarrayToken else '.'.join(_global_name(cls))
+    raise UnsafeNetworkFileError(f'copyreg._reconstructor is not allowed for class {name} with base {base!r}')
 
 
 _np_reconstruct = np.empty(0).__reduce__()[0]
@@ -568,10 +607,17 @@ _np_scalar = np.float32(0).__reduce__()[0]
 _np_frombuffer = np.empty(1).__reduce_ex__(5)[0]
 
 
+class _NdarrayToken:
+    """What 'numpy.ndarray' resolves to: usable only as the argument of numpy's _reconstruct."""
+
+    def __new__(cls, *args, **kwargs):
+        raise UnsafeNetworkFileError('numpy.ndarray may not be called directly in a network file')
+
+
 def _safe_np_reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray or tuple(shape) != (0,):
+    if subtype is not _NdarrayToken or not isinstance(shape, tuple) or shape != (0,):
         raise UnsafeNetworkFileError('numpy _reconstruct is allowed only for empty plain ndarrays')
-    return _np_reconstruct(subtype, shape, dtype)
+    return _np_reconstruct(np.ndarray, shape, dtype)
 
 
 def _safe_np_scalar(dtype, data=None):
@@ -588,7 +634,7 @@ def _safe_np_frombuffer(buf, dtype, shape, order):
 
 
 def _np_globals() -> Dict[Tuple[str, str], Any]:
-    table = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
+    table = {('numpy', 'ndarray'): _NdarrayToken, ('numpy', 'dtype'): np.dtype}
     for core in ('numpy.core', 'numpy._core'):  # numpy 1.x and 2.x spellings.
         table[(f'{core}.multiarray', '_reconstruct')] = _safe_np_reconstruct
         table[(f'{core}.multiarray', 'scalar')] = _safe_np_scalar
