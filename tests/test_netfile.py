@@ -180,6 +180,21 @@ def test_round_trip_generator_and_discriminator(tmp_path):
     assert any("'nonexistent'" in n for n in part.notes)
 
 
+@pytest.mark.gpu
+def test_cuda_modules_save_and_load_to_device():
+    G = randomize(tiny_G()).cuda()
+    blob = save_bytes(dict(G_ema=G))
+    on_cpu = load_bytes(blob)['G_ema']
+    assert all(t.device.type == 'cpu' for t in on_cpu.state_dict().values())
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(G.state_dict().values(), on_cpu.state_dict().values()))
+    on_gpu = load_bytes(blob, device='cuda')['G_ema']
+    assert all(t.device.type == 'cuda' for t in on_gpu.state_dict().values())
+    z = torch.randn([2, 8], device='cuda')
+    c = torch.zeros([2, 0], device='cuda')
+    with torch.no_grad():
+        assert torch.equal(on_gpu(z, c, noise_mode='const'), G(z, c, noise_mode='const'))
+
+
 def test_file_object_and_url_paths(tmp_path):
     path = tmp_path / 'net.pkl'
     with open(path, 'wb') as f:

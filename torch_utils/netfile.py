@@ -297,8 +297,10 @@ def _construct(cls: type, args: tuple, kwargs: dict, what: str) -> torch.nn.Modu
     try:
         return cls(*args, **kwargs)
     except Exception as e:
+        shown = repr(dict(args=args, kwargs=kwargs))
+        shown = shown if len(shown) <= 400 else shown[:400] + ' ...'
         raise NetworkFileError(f'{what}: cannot construct {_qualname(cls)} with the stored arguments '
-                               f'args={args!r} kwargs={kwargs!r}: {type(e).__name__}: {e}') from e
+                               f'{shown}: {type(e).__name__}: {e}') from e
 
 
 def _build_module(record: _ModuleRecord, mat: '_Materializer') -> torch.nn.Module:
