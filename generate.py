@@ -1,19 +1,287 @@
 #!/usr/bin/env python
-"""Generate images, grids and interpolation videos from a network file.
+"""Generate images, image grids and latent-interpolation videos from a network file.
 
-Image generation is not part of this version yet: this entry point only documents itself
-and exits with an error, so that no script mistakes it for a working generator.
+Examples:
+
+\b
+  # One PNG per seed, truncation 0.7:
+  python generate.py --network=network-snapshot-000100.pkl --seeds=0-7 --trunc=0.7 --outdir=out
+
+\b
+  # A 4x2 grid of seeds 10-17 in one image:
+  python generate.py --network=net.pkl --seeds=10-17 --grid=4x2 --outdir=out
+
+\b
+  # A looping interpolation video through seeds 0,5,9 (60 frames per transition):
+  python generate.py --network=net.pkl --seeds=0,5,9 --video --frames=60 --outdir=out
+
+\b
+  # Images from projected latents (.npz with array w of shape [N, num_ws, w_dim]):
+  python generate.py --network=net.pkl --projected-w=projected_w.npz --outdir=out
+
+Network files are loaded through the safe loader: our own pickles and pickles in the
+stylegan2-ada-pytorch format (read as data; no code from the file runs).
 """
 
+import os
+import re
+import tempfile
+from typing import List, Optional, Sequence, Tuple
+
 import click
+import numpy as np
+import PIL.Image
+import torch
+
+# ---------------------------------------------------------------------------------------
+# Argument parsing.
 
 
-@click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))
-@click.pass_context
-def main(ctx):
-    """Generate images from a network file (not available in this version)."""
-    raise click.ClickException('generate.py: image generation is not implemented in this version of '
-                               'the framework yet; nothing was run.')
+def parse_seeds(text: str) -> List[int]:
+    """Parses '0-3,10,20-22' into [0, 1, 2, 3, 10, 20, 21, 22] (ranges are inclusive)."""
+    seeds = []
+    for part in str(text).split(','):
+        part = part.strip()
+        m = re.fullmatch(r'(\d+)\s*-\s*(\d+)', part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError(f'range "{part}" ends before it starts')
+            seeds.extend(range(lo, hi + 1))
+        elif re.fullmatch(r'\d+', part):
+            seeds.append(int(part))
+        else:
+            raise ValueError(f'"{part}" is neither a seed nor a range a-b (seeds are non-negative integers)')
+    if any(s >= 2**32 for s in seeds):
+        raise ValueError('seeds must be below 2**32')
+    return seeds
+
+
+def parse_grid(text: str) -> Tuple[int, int]:
+    """Parses 'COLSxROWS' (e.g. '4x2') into (4, 2)."""
+    m = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', str(text))
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ValueError(f'"{text}" is not of the form COLSxROWS, e.g. 4x2')
+    return int(m.group(1)), int(m.group(2))
+
+
+class _SeedsType(click.ParamType):
+    name = 'seeds'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_seeds(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class _GridType(click.ParamType):
+    name = 'COLSxROWS'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_grid(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+# ---------------------------------------------------------------------------------------
+# Generation.
+
+
+def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
+    """The latent of a seed, as the established tools draw it (NumPy legacy generator)."""
+    return np.random.RandomState(seed).randn(1, z_dim).astype(np.float32)[0]
+
+
+def class_label(G, class_idx: Optional[int]) -> torch.Tensor:
+    """One-hot label row for G ([1, c_dim]); errors name the --class flag."""
+    c = torch.zeros([1, G.c_dim])
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise click.UsageError('--class was given, but the network is unconditional (c_dim=0)')
+        return c
+    if class_idx is None:
+        raise click.UsageError(f'the network is conditional with {G.c_dim} classes: pass --class=0..{G.c_dim - 1}')
+    if not 0 <= class_idx < G.c_dim:
+        raise click.BadParameter(f'{class_idx} is not a class of this network (0..{G.c_dim - 1})', param_hint='--class')
+    c[0, class_idx] = 1
+    return c
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Float NCHW in [-1, 1] -> uint8 NHWC, with the established rounding."""
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def synthesize_ws(G, ws: torch.Tensor, noise_mode: str, batch: int) -> np.ndarray:
+    """Runs G.synthesis on ws [N, num_ws, w_dim] in batches -> uint8 NHWC."""
+    out = []
+    for i in range(0, ws.shape[0], batch):
+        out.append(to_uint8(G.synthesis(ws[i:i + batch], noise_mode=noise_mode)))
+    return np.concatenate(out) if out else np.zeros([0, G.img_resolution, G.img_resolution, G.img_channels], np.uint8)
+
+
+@torch.no_grad()
+def seeds_to_ws(G, seeds: Sequence[int], c: torch.Tensor, psi: float, cutoff: Optional[int], device, batch: int) -> torch.Tensor:
+    """Maps seeds to ws [N, num_ws, w_dim]; each row depends on its seed only."""
+    z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in seeds])).to(device)
+    c = c.to(device)
+    ws = []
+    for i in range(0, len(seeds), batch):
+        zb = z[i:i + batch]
+        ws.append(G.mapping(zb, c.expand(zb.shape[0], -1), truncation_psi=psi, truncation_cutoff=cutoff))
+    return torch.cat(ws)
+
+
+def make_grid(images: np.ndarray, cols: int, rows: int) -> np.ndarray:
+    """Tiles N = cols*rows NHWC images row by row into one HWC image."""
+    n, h, w, ch = images.shape
+    assert n == cols * rows
+    return images.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
+
+
+def save_png(array: np.ndarray, path: str) -> None:
+    """Writes an HWC uint8 image atomically (temporary file, then rename)."""
+    img = PIL.Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, 'L' if array.shape[2] == 1 else 'RGB')
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='.png')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            img.save(f, format='PNG')
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def interpolate_ws(key_ws: torch.Tensor, frames: int, loop: bool) -> torch.Tensor:
+    """Linear interpolation between consecutive keyframe ws; `frames` per transition.
+
+    With `loop`, the last keyframe leads back to the first, so the video repeats seamlessly.
+    Returns [T, num_ws, w_dim].
+    """
+    keys = torch.cat([key_ws, key_ws[:1]]) if loop else key_ws
+    out = []
+    for i in range(keys.shape[0] - 1):
+        t = torch.arange(frames, dtype=keys.dtype, device=keys.device) / frames
+        out.append(torch.lerp(keys[i:i + 1], keys[i + 1:i + 2], t[:, None, None]))
+    if not loop:
+        out.append(keys[-1:])
+    return torch.cat(out)
+
+
+def write_video(frames: np.ndarray, path: str, fps: int) -> None:
+    """Writes NHWC uint8 frames to an H.264 mp4 through imageio-ffmpeg, atomically."""
+    import imageio  # pylint: disable=import-outside-toplevel
+    tmp = os.path.join(os.path.dirname(path) or '.', f'.tmp-{os.getpid()}-{os.path.basename(path)}')
+    try:
+        writer = imageio.get_writer(tmp, format='FFMPEG', mode='I', fps=fps, codec='libx264', quality=8,
+                                    macro_block_size=1, ffmpeg_log_level='error')
+        try:
+            for frame in frames:
+                writer.append_data(np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame)
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_generator(network: str, device: torch.device):
+    """Loads G_ema (or G when a file has no G_ema) through the safe loader."""
+    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    try:
+        data = netfile.load_network(network, keys=('G_ema',))
+    except FileNotFoundError as e:
+        raise click.BadParameter(str(e), param_hint='--network')
+    if data.get('G_ema') is None:
+        raise click.BadParameter(f'{network} holds no generator (G_ema)', param_hint='--network')
+    return data['G_ema'].eval().requires_grad_(False).to(device)
+
+
+# ---------------------------------------------------------------------------------------
+# CLI.
+
+
+@click.command(help=__doc__)
+@click.option('--network', 'network', metavar='PATH|URL', required=True, help='Network pickle (local file or URL)')
+@click.option('--seeds', type=_SeedsType(), help='Seeds: a list and/or ranges, e.g. 0-3,10,20-22')
+@click.option('--trunc', 'psi', type=float, default=1, show_default=True, help='Truncation psi (1 = none, 0 = the average image)')
+@click.option('--trunc-cutoff', 'cutoff', type=click.IntRange(min=0), default=None, help='Truncate only the first N ws (default: all)')
+@click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (required for conditional networks)')
+@click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs: const is deterministic')
+@click.option('--outdir', metavar='DIR', required=True, help='Where to save the output')
+@click.option('--grid', type=_GridType(), default=None, help='Save one COLSxROWS grid of the seeds instead of one image per seed')
+@click.option('--video', is_flag=True, help='Save a latent-interpolation video through the seeds (mp4)')
+@click.option('--frames', type=click.IntRange(min=1), default=60, show_default=True, help='Video: frames per transition')
+@click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True, help='Video: frames per second')
+@click.option('--loop/--no-loop', default=True, show_default=True, help='Video: return to the first seed at the end')
+@click.option('--projected-w', metavar='NPZ', default=None, help='Generate from projected latents: .npz with w [N, num_ws, w_dim]')
+@click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Images per forward pass')
+@click.option('--device', default=None, help='cpu, cuda or cuda:N (default: cuda when available)')
+def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video, frames, fps, loop, projected_w, batch, device):
+    modes = [m for m, on in [('--grid', grid is not None), ('--video', video), ('--projected-w', projected_w is not None)] if on]
+    if len(modes) > 1:
+        raise click.UsageError(f'{" and ".join(modes)} cannot be combined')
+    if projected_w is None and not seeds:
+        raise click.UsageError('--seeds is required (unless --projected-w is given)')
+    if projected_w is not None and seeds:
+        raise click.UsageError('--seeds and --projected-w cannot be combined')
+    if grid is not None and len(seeds) != grid[0] * grid[1]:
+        raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid needs {grid[0] * grid[1]} seeds, got {len(seeds)}', param_hint='--grid')
+    if video and len(seeds) < 2:
+        raise click.BadParameter('a video needs at least two seeds', param_hint='--seeds')
+    try:
+        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    except RuntimeError as e:
+        raise click.BadParameter(str(e), param_hint='--device')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu', param_hint='--device')
+
+    G = load_generator(network, device)
+    os.makedirs(outdir, exist_ok=True)
+
+    # Projected latents: no mapping network, no truncation.
+    if projected_w is not None:
+        if not os.path.isfile(projected_w):
+            raise click.BadParameter(f'{projected_w} does not exist', param_hint='--projected-w')
+        with np.load(projected_w) as data:
+            if 'w' not in data:
+                raise click.BadParameter(f'{projected_w} has no array named "w"', param_hint='--projected-w')
+            ws = torch.from_numpy(np.asarray(data['w'], dtype=np.float32))
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+            raise click.BadParameter(f'w has shape {list(ws.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]', param_hint='--projected-w')
+        images = synthesize_ws(G, ws.to(device), noise_mode, batch)
+        for idx, img in enumerate(images):
+            save_png(img, os.path.join(outdir, f'proj{idx:02d}.png'))
+        click.echo(f'Saved {len(images)} images to {outdir}')
+        return
+
+    c = class_label(G, class_idx)
+    ws = seeds_to_ws(G, seeds, c, psi, cutoff, device, batch)
+    if video:
+        images = synthesize_ws(G, interpolate_ws(ws, frames, loop), noise_mode, batch)
+        path = os.path.join(outdir, f'video-seeds{seeds[0]}-{seeds[-1]}.mp4')
+        write_video(images, path, fps)
+        click.echo(f'Saved {len(images)} frames to {path}')
+        return
+    images = synthesize_ws(G, ws, noise_mode, batch)
+    if grid is not None:
+        path = os.path.join(outdir, f'grid-seeds{seeds[0]}-{seeds[-1]}.png')
+        save_png(make_grid(images, *grid), path)
+        click.echo(f'Saved a {grid[0]}x{grid[1]} grid to {path}')
+        return
+    for seed, img in zip(seeds, images):
+        save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
+    click.echo(f'Saved {len(images)} images to {outdir}')
 
 
 if __name__ == '__main__':
