@@ -14,6 +14,10 @@ import torch
 
 from .. import custom_ops
 
+#: What custom_ops builds for this op (the build test compiles exactly this).
+PLUGIN_SPEC = dict(module_name='upfirdn2d_plugin', sources=['upfirdn2d.cpp', 'upfirdn2d.cu'], headers=['upfirdn2d.h'],
+                   source_dir=os.path.dirname(os.path.abspath(__file__)))
+
 _plugin = None
 _plugin_tried = False
 _plugin_lock = threading.Lock()
@@ -25,9 +29,7 @@ def _get_plugin():
     with _plugin_lock:
         if not _plugin_tried:
             _plugin_tried = True
-            _plugin = custom_ops.try_get_plugin(
-                'upfirdn2d_plugin', sources=['upfirdn2d.cpp', 'upfirdn2d.cu'], headers=['upfirdn2d.h'],
-                source_dir=os.path.dirname(os.path.abspath(__file__)))
+            _plugin = custom_ops.try_get_plugin(**PLUGIN_SPEC)
     return _plugin
 
 
