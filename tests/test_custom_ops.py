@@ -179,6 +179,14 @@ def test_wrappers_unavailable_without_gpu():
     assert _build_warnings(record) == []  # Nothing to fall back from, so nothing to warn about.
 
 
+def test_env_forces_reference(monkeypatch):
+    monkeypatch.setenv('TORCH_UTILS_OPS_IMPL', 'ref')
+    monkeypatch.setattr(bias_act_cuda, '_get_plugin', lambda: pytest.fail('must not build'))
+    monkeypatch.setattr(upfirdn2d_cuda, '_get_plugin', lambda: pytest.fail('must not build'))
+    assert bias_act_cuda.available() is False
+    assert upfirdn2d_cuda.available() is False
+
+
 # ----------------------------------------------------------------------------
 # Emulation of the kernels (float64 PyTorch, the formulas of bias_act.cu and upfirdn2d.cu) to
 # test the autograd wrappers without a GPU.

@@ -36,9 +36,11 @@ def _get_plugin():
 def available() -> bool:
     """Returns True when the CUDA kernel can be used in this process.
 
-    False without a CUDA device (nothing is built then) or when the build failed (after
-    one warning naming the reason).
+    False without a CUDA device (nothing is built then), when the build failed (after one
+    warning naming the reason), or when $TORCH_UTILS_OPS_IMPL is 'ref'.
     """
+    if os.environ.get('TORCH_UTILS_OPS_IMPL', '').lower() == 'ref':
+        return False  # The user forces the reference everywhere.
     if not torch.cuda.is_available():
         return False
     return _get_plugin() is not None
