@@ -90,9 +90,9 @@ class _BiasAct(torch.autograd.Function):
         plugin = _get_plugin()
         y = plugin.bias_act(x, _or_empty(b, x), _empty(x), _empty(x), 0, cfg.dim, cfg.act,
                             cfg.alpha, cfg.gain, cfg.clamp)
-        # Keep only what the derivative needs: the input for x-referenced acts, the output for
-        # y-referenced acts and for the clamp mask.
-        keep_x = cfg.ref == 'x' and (cfg.act != 1 or cfg.clamp >= 0)
+        # Keep only what the derivative needs: the input for x-referenced acts (linear's
+        # derivative is constant), the output for y-referenced acts and for the clamp mask.
+        keep_x = cfg.ref == 'x' and cfg.act != 1
         keep_y = cfg.ref == 'y' or cfg.clamp >= 0
         ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
         ctx.cfg = cfg
