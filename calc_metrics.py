@@ -1,19 +1,213 @@
 #!/usr/bin/env python
 """Compute quality metrics (FID, KID, precision/recall, IS, PPL) of a network file.
 
-Metric computation is not part of this version yet: this entry point only documents itself
-and exits with an error, so that no script mistakes it for working metrics.
+Examples:
+
+\b
+  # FID against the full dataset, on 8 GPUs:
+  python calc_metrics.py --network=run/network-snapshot-001000.pkl --metrics=fid50k_full \\
+      --metricdata=datasets/ffhq-256x256.zip --mirror=1 --gpus=8
+\b
+  # Several metrics, and a CLIP-feature FID with a TorchScript image encoder:
+  python calc_metrics.py --network=net.pkl --metrics=fid50k_full,kid50k_full,pr50k3_full
+  python calc_metrics.py --network=net.pkl --metrics=fid10k_full --detector=clip-vit-b32.pt
+
+Results are printed as JSON lines and, for a local network file, appended to
+metric-<name>.jsonl beside it.
 """
 
+import os
+import tempfile
+from typing import Any, Dict, List, Optional
+
 import click
+import torch
+
+import dnnlib
+from metrics import detectors, metric_main
+
+# ---------------------------------------------------------------------------------------
+# Work of one process.
 
 
-@click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))
-@click.pass_context
-def main(ctx):
-    """Compute metrics of a network file (not available in this version)."""
-    raise click.ClickException('calc_metrics.py: metrics are not implemented in this version of '
-                               'the framework yet; nothing was run.')
+def _print0(rank: int, *args) -> None:
+    if rank == 0:
+        print(*args, flush=True)
+
+
+def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
+    """Computes every requested metric on one rank; rank 0 prints and records the results."""
+    # One process group across all ranks: NCCL on GPUs, gloo on CPUs.
+    if args.num_gpus > 1:
+        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
+        backend = 'nccl' if args.device == 'cuda' else 'gloo'
+        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}',
+                                             rank=rank, world_size=args.num_gpus)
+    if args.device == 'cuda':
+        device = torch.device('cuda', rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device('cpu')
+        # Ranks on the CPU share its cores instead of oversubscribing them (unless the user
+        # fixed the thread count; with equal counts, N ranks reproduce 1 rank bit for bit).
+        if not os.environ.get('OMP_NUM_THREADS'):
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
+
+    G = args.G.to(device)
+    try:
+        for metric in args.metrics:
+            _print0(rank, f'Calculating {metric}...')
+            result = metric_main.calc_metric(
+                metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=args.num_gpus, rank=rank,
+                device=device, progress=(args.verbose and rank == 0), cache=args.cache,
+                detector=args.detector, detector_dir=args.detector_dir, seed=args.seed,
+                batch_size=args.batch)
+            if rank == 0:
+                metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
+    finally:
+        if args.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    _print0(rank, 'Done.' if args.verbose else '')
+
+
+# ---------------------------------------------------------------------------------------
+# Options.
+
+def parse_metric_list(value: str) -> List[str]:
+    """Splits 'a,b,c' and checks every name; raises ValueError naming the bad one."""
+    names = [m.strip() for m in value.split(',') if m.strip()]
+    if not names:
+        raise ValueError('no metric given')
+    for name in names:
+        metric_main.get_metric_fn(name)  # Raises with the list of valid names.
+    return names
+
+
+def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mirror: Optional[bool]) -> dnnlib.EasyDict:
+    """Dataset options of the metrics: --metricdata, else the training set recorded in the file.
+
+    When falling back to the training set, a `max_size` subset limit is dropped: limited-data
+    runs are scored against the full dataset.
+    """
+    from training import dataset as dataset_module  # pylint: disable=import-outside-toplevel
+    if metricdata is not None:
+        try:
+            path = dataset_module.resolve_data_path(metricdata)
+        except ValueError as e:
+            raise click.BadParameter(str(e).replace('--data', '--metricdata'), param_hint='--metricdata')
+        kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=path)
+    elif network.get('training_set_kwargs'):
+        kwargs = dnnlib.EasyDict(network['training_set_kwargs'])
+        if kwargs.get('max_size') is not None:
+            print(f'Note: the network was trained on a subset of {kwargs.max_size} images; '
+                  f'the metrics use the whole dataset at {kwargs.get("path")}.')
+        kwargs.max_size = None
+    else:
+        raise click.UsageError('The network file does not record its training set; give the metric '
+                               'dataset with --metricdata.')
+    kwargs.resolution = G.img_resolution
+    kwargs.use_labels = (G.c_dim != 0)
+    if mirror is not None:
+        kwargs.xflip = mirror
+    return kwargs
+
+
+@click.command(epilog=__doc__.split('Examples:')[1] if __doc__ else None)
+@click.option('--network', 'network_pkl', metavar='PATH|URL', required=True,
+              help='Network file (pickle) to evaluate.')
+@click.option('--metrics', 'metrics_list', metavar='LIST', default='fid50k_full', show_default=True,
+              help='Comma-separated metric names: ' + ', '.join(metric_main.list_valid_metrics()) +
+              ' (other sample counts work too, e.g. fid2k_full).')
+@click.option('--metricdata', metavar='ZIP|DIR|demo',
+              help='Dataset the metrics compare against  [default: the training set in the network file]')
+@click.option('--mirror', type=bool, metavar='BOOL',
+              help='Add x-flipped dataset images  [default: as in training]')
+@click.option('--gpus', 'num_gpus', type=click.IntRange(min=1), default=1, show_default=True,
+              help='Number of processes (GPUs; CPU processes with --device=cpu).')
+@click.option('--device', type=click.Choice(['cuda', 'cpu']), default=None,
+              help='Where to compute  [default: cuda when available]')
+@click.option('--detector', 'detector_values', metavar='[ROLE=]PATH', multiple=True,
+              help='Replacement feature network (TorchScript or network file); ROLE is inception '
+              '(FID/KID/IS) or vgg16 (PR/PPL), no ROLE replaces both. Repeatable.')
+@click.option('--detector-dir', metavar='DIR', type=click.Path(file_okay=False),
+              help=f'Folder holding the official detector files (also ${detectors.DETECTOR_DIR_ENV}).')
+@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True,
+              help='Seed of latents, labels and noise.')
+@click.option('--batch', type=click.IntRange(min=1), default=64, show_default=True,
+              help='Images per detector call.')
+@click.option('--cache/--no-cache', default=True, show_default=True,
+              help='Reuse dataset statistics cached on disk.')
+@click.option('--jsonl/--no-jsonl', default=True, show_default=True,
+              help='Append results to metric-<name>.jsonl beside a local network file.')
+@click.option('--verbose', type=bool, metavar='BOOL', default=True, show_default=True,
+              help='Print progress.')
+def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detector_values, detector_dir,
+         seed, batch, cache, jsonl, verbose):
+    """Compute quality metrics of a network file against a dataset.
+
+    FID, KID, IS use the Inception-v3 detector and precision/recall and PPL the VGG16
+    detector published with stylegan2-ada-pytorch; they are downloaded once into the cache
+    (or read from --detector-dir). Dataset statistics are cached too.
+    """
+    try:
+        metrics = parse_metric_list(metrics_list)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint='--metrics')
+
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cuda':
+        if not torch.cuda.is_available():
+            raise click.BadParameter('no CUDA device is available; use --device=cpu.', param_hint='--device')
+        if num_gpus > torch.cuda.device_count():
+            raise click.BadParameter(f'{num_gpus} requested, but only {torch.cuda.device_count()} CUDA '
+                                     f'device(s) are visible.', param_hint='--gpus')
+
+    # Load the generator (a safe loader: nothing in the file is executed).
+    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    if verbose:
+        print(f'Loading network from "{network_pkl}"...')
+    try:
+        network = netfile.load_network(network_pkl, keys=['G_ema', 'training_set_kwargs'])
+    except (OSError, netfile.NetworkFileError) as e:
+        raise click.BadParameter(str(e), param_hint='--network')
+    G = network.get('G_ema') if isinstance(network, dict) else None
+    if not isinstance(G, torch.nn.Module):
+        raise click.BadParameter(f'"{network_pkl}" holds no G_ema generator.', param_hint='--network')
+
+    dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror)
+    try:  # Fail here, with one clear message, rather than in every process.
+        ds = dnnlib.construct_class_by_name(**dataset_kwargs)
+        if verbose:
+            print(f'Metric dataset: {dataset_kwargs.get("path")} ({len(ds)} images'
+                  f'{", x-flipped copies included" if dataset_kwargs.get("xflip") else ""})')
+        del ds
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f'Cannot open the metric dataset: {e}')
+
+    # Find (or download) the detectors once, before any process starts.
+    detector_spec = detectors.parse_detector_option(detector_values)
+    for role in sorted({r for m in metrics for r in metric_main.detector_roles(m)}):
+        try:
+            detectors.get_detector(role, detector_spec, 'cpu', detector_dir)
+        except (detectors.DetectorNotFoundError, OSError, ValueError) as e:
+            raise click.ClickException(str(e))
+
+    local_file = os.path.isfile(network_pkl)
+    args = dnnlib.EasyDict(
+        G=G, metrics=metrics, dataset_kwargs=dataset_kwargs, num_gpus=num_gpus, device=device,
+        detector=detector_spec, detector_dir=detector_dir,
+        seed=seed, batch=batch, cache=cache, verbose=verbose, network_pkl=network_pkl,
+        run_dir=os.path.dirname(os.path.abspath(network_pkl)) if (jsonl and local_file) else None)
+
+    with tempfile.TemporaryDirectory() as temp_dir:
+        if num_gpus == 1:
+            subprocess_fn(0, args, temp_dir)
+        else:
+            if verbose:
+                print(f'Launching {num_gpus} processes...')
+            torch.multiprocessing.set_start_method('spawn', force=True)
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=num_gpus)
 
 
 if __name__ == '__main__':

@@ -97,7 +97,7 @@ class Progress:
         self._bar = None
         if opts.progress is True and opts.rank == 0:
             from tqdm import tqdm
-            self._bar = tqdm(total=total, desc=stage, unit='img', dynamic_ncols=True, leave=False)
+            self._bar = tqdm(total=total, desc=stage, unit='img', dynamic_ncols=True, leave=True)
 
     def update(self, n: int) -> None:
         n = min(n, self.total - self.done)
@@ -138,6 +138,13 @@ def gather_units(x: torch.Tensor, opts: MetricOptions) -> torch.Tensor:
     parts = [torch.empty_like(y) for _ in range(opts.num_gpus)]
     torch.distributed.all_gather(parts, y)
     return torch.cat(parts).to(x.device)
+
+
+def append_units(stats: 'FeatureStats', features: torch.Tensor, opts: MetricOptions) -> None:
+    """Adds gathered features unit by unit, so float64 sums accumulate in the same order for
+    any number of ranks."""
+    for part in features.cpu().numpy().reshape(opts.num_gpus, -1, features.shape[-1]):
+        stats.append(part)
 
 
 def broadcast_flag(flag: bool, opts: MetricOptions) -> bool:
@@ -394,7 +401,7 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, detector_role: str, d
         t0 = time.time()
         features = detector(to_rgb(images.to(opts.device)), **detector_kwargs)
         features = gather_units(features.reshape(features.shape[0], -1).to(torch.float32), opts)
-        stats.append(features.cpu().numpy())
+        append_units(stats, features, opts)
         opts.add_time('detect', time.time() - t0)
         progress.update(features.shape[0])
         t_load = time.time()
@@ -542,7 +549,7 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector_role: str,
             torch.cuda.synchronize(opts.device)
         t2 = time.time()
         features = gather_units(features, opts)
-        stats.append(features.cpu().numpy())
+        append_units(stats, features, opts)
         opts.add_time('generate', t1 - t0)
         opts.add_time('detect', t2 - t1)
         progress.update(features.shape[0])
