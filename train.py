@@ -1,19 +1,473 @@
 #!/usr/bin/env python
-"""Train a StyleGAN2 network on limited data (APA, ADA, DiffAugment, InsGen, vision-aided).
+"""Train a StyleGAN2 network on limited data (APA, ADA, DiffAugment).
 
-The training loop is not part of this version yet: this entry point only documents itself
-and exits with an error, so that no script mistakes it for a working trainer.
+Examples:
+
+\b
+  # Quick start on the built-in demo dataset (CPU is fine, a few minutes):
+  python train.py --outdir=runs --data=demo --cfg=cpu
+
+\b
+  # APA (the default method) on a few thousand images, one GPU:
+  python train.py --outdir=runs --data=datasets/afhqcat-5k-256x256.zip --gpus=1 --cfg=paper256 --mirror=1
+
+\b
+  # APA together with ADA (shared p) and DiffAugment, on 8 GPUs:
+  python train.py --outdir=runs --data=ffhq5k.zip --gpus=8 --cfg=paper256 --aug=apa \\
+      --with-dataaug=1 --diffaugment=color,translation,cutout
+
+\b
+  # Continue a run exactly where its last snapshot left it:
+  python train.py --outdir=runs --data=ffhq5k.zip --gpus=8 --cfg=paper256 --resume=runs/00003-ffhq5k-paper256-apa
+
+The options become a config tree (training.presets.make_config), saved as
+training_options.json in a new run directory <outdir>/<NNNNN>-<description>;
+--dry-run prints the tree and exits. See docs/training.md for every option.
 """
 
+import glob
+import json
+import os
+import re
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
 import click
+import torch
+
+import dnnlib
+from torch_utils import distributed
+from training import presets
+
+ADA_PIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
+STATE_GLOB = 'training-state-*.pt'
+STATE_POINTER = 'training-state-latest.json'
+OPTIONS_FILE = 'training_options.json'
+
+# ---------------------------------------------------------------------------------------
+# Work of one process.
 
 
-@click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))
-@click.pass_context
-def main(ctx):
-    """Train a StyleGAN2 network (not available in this version)."""
-    raise click.ClickException('train.py: the training loop is not implemented in this version of '
-                               'the framework yet; nothing was run.')
+def subprocess_fn(rank: int, device: torch.device, c: Dict[str, Any]) -> None:
+    """Trains on one process: sets up the stats channel and threads, then runs the loop."""
+    # Imported here so `--help` and `--dry-run` stay fast.
+    from torch_utils import training_stats  # pylint: disable=import-outside-toplevel
+    from training import training_loop  # pylint: disable=import-outside-toplevel
+
+    world_size = int(c['num_gpus'])
+    sync_device = None if world_size == 1 else (device if device.type == 'cuda' else torch.device('cpu'))
+    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
+    # Processes on one CPU share its cores instead of oversubscribing them (unless the
+    # user fixed the thread count).
+    if device.type == 'cpu' and world_size > 1 and not os.environ.get('OMP_NUM_THREADS'):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    training_loop.training_loop(rank=rank, **c)
+
+
+def _torchrun_main(env: dnnlib.EasyDict, device_type: str, c: dnnlib.EasyDict, outdir: str, desc: str) -> None:
+    """Under torchrun: join the group, let rank 0 create the run directory, then train."""
+    device = distributed.init(env.rank, env.world_size, device_type, local_rank=env.local_rank,
+                              master_addr=env.master_addr, master_port=env.master_port)
+    try:
+        run_dir = make_run_dir(outdir, desc, c) if env.rank == 0 else None
+        c.run_dir = distributed.broadcast_object(run_dir)
+        subprocess_fn(env.rank, device, c)
+    finally:
+        distributed.destroy()
+
+
+# ---------------------------------------------------------------------------------------
+# Run directory and options file.
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """`<outdir>/<NNNNN>-<desc>` with NNNNN one above the highest existing run number."""
+    ids = []
+    if os.path.isdir(outdir):
+        for name in os.listdir(outdir):
+            m = re.match(r'^(\d+)-', name)
+            if m and os.path.isdir(os.path.join(outdir, name)):
+                ids.append(int(m.group(1)))
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes `obj` as indented JSON to a temporary file beside `path`, then renames it."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.' + os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(obj, f, indent=2)
+            f.write('\n')
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def make_run_dir(outdir: str, desc: str, c: dnnlib.EasyDict) -> str:
+    """Creates a fresh run directory and saves the options in it.
+
+    Two runs started at the same moment may pick the same number; os.makedirs without
+    exist_ok makes the second one take the next number instead of sharing a directory.
+    """
+    os.makedirs(outdir, exist_ok=True)
+    for _ in range(100):
+        run_dir = next_run_dir(outdir, desc)
+        try:
+            os.makedirs(run_dir)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise click.ClickException(f'could not create a new run directory in {outdir}')
+    c.run_dir = run_dir
+    write_json_atomic(os.path.join(run_dir, OPTIONS_FILE), presets.to_plain(c))
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------
+# Resume targets.
+
+
+def _state_kimg(path: str) -> float:
+    m = re.search(r'training-state-(\d+)\.pt$', os.path.basename(path))
+    return int(m.group(1)) if m else -1
+
+
+def find_training_state(run_dir: str) -> Optional[str]:
+    """The newest training-state file of a run directory, or None.
+
+    A `training-state-latest.json` pointer wins when it names an existing file; otherwise
+    the file with the highest kimg in its name (ties: the most recently modified).
+    """
+    pointer = os.path.join(run_dir, STATE_POINTER)
+    if os.path.isfile(pointer):
+        try:
+            with open(pointer) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            data = None
+        values = data.values() if isinstance(data, dict) else [data]
+        for value in values:
+            if isinstance(value, str):
+                path = value if os.path.isabs(value) else os.path.join(run_dir, value)
+                if os.path.isfile(path):
+                    return path
+    states = [p for p in glob.glob(os.path.join(run_dir, STATE_GLOB)) if _state_kimg(p) >= 0]
+    if not states:
+        return None
+    return max(states, key=lambda p: (_state_kimg(p), os.path.getmtime(p)))
+
+
+def resolve_resume(resume: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """Sorts a `--resume` value into (network pickle, training-state file).
+
+    Args:
+        resume: A network pickle (path or URL), a run directory, or a training-state file.
+
+    Returns:
+        (resume_pkl, resume_state); at most one is set.
+
+    Raises:
+        click.BadParameter: The path does not exist or holds nothing to resume from.
+    """
+    if resume is None:
+        return None, None
+    if dnnlib.is_url(resume):
+        return resume, None
+    if os.path.isdir(resume):
+        state = find_training_state(resume)
+        if state is None:
+            snaps = sorted(glob.glob(os.path.join(resume, 'network-snapshot-*.pkl')))
+            hint = (f'; to start from its last network pickle (weights only), pass --resume={snaps[-1]}'
+                    if snaps else '')
+            raise click.BadParameter(f'{resume} holds no training state ({STATE_GLOB}){hint}', param_hint='--resume')
+        return None, state
+    if not os.path.isfile(resume):
+        raise click.BadParameter(f'{resume} does not exist (give a network pickle, a run directory or a '
+                                 f'training-state file)', param_hint='--resume')
+    if resume.endswith('.pt'):
+        return None, resume
+    return resume, None
+
+
+# Parts of the tree a training state must agree with (its tensors have these shapes).
+_STRUCTURAL_KEYS = ('G_kwargs', 'D_kwargs', 'augment_kwargs', 'real_transform_kwargs', 'heads_kwargs')
+
+
+def _diff(a: Any, b: Any, prefix: str = '') -> List[str]:
+    """Dotted names where two plain trees differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f'{prefix}{k}.')
+        return out
+    return [] if a == b else [f'{prefix[:-1]}: {a!r} -> {b!r}']
+
+
+def check_resume_state(state_path: str, c: dnnlib.EasyDict) -> List[str]:
+    """Compares the new options with those saved beside a training state.
+
+    Returns:
+        Warnings for settings that changed but can continue (loss, lr, seed, duration...).
+
+    Raises:
+        click.BadParameter: The networks or methods differ, so the state cannot load.
+    """
+    options_path = os.path.join(os.path.dirname(os.path.abspath(state_path)), OPTIONS_FILE)
+    if not os.path.isfile(options_path):
+        return []
+    try:
+        with open(options_path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return [f'cannot read {options_path}; not checking that the options match the resumed run']
+    new = presets.to_plain(c)
+    structural = []
+    for key in _STRUCTURAL_KEYS:
+        structural += _diff(old.get(key), new.get(key), f'{key}.')
+    old_res = (old.get('training_set_kwargs') or {}).get('resolution')
+    if old_res != new['training_set_kwargs']['resolution']:
+        structural.append(f'training_set_kwargs.resolution: {old_res!r} -> {new["training_set_kwargs"]["resolution"]!r}')
+    if structural:
+        raise click.BadParameter(
+            f'the run in {os.path.dirname(options_path)} was trained with different networks or methods, so its '
+            f'state cannot continue with these options: ' + '; '.join(structural[:6])
+            + '. Use the same --cfg and method options, or start from its network pickle instead.',
+            param_hint='--resume')
+    ignore = set(_STRUCTURAL_KEYS) | {'run_dir', 'resume_state', 'resume_pkl', 'resume_kimg', 'total_kimg'}
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key not in ignore:
+            changed += _diff(old.get(key), new.get(key), f'{key}.')
+    return changed
+
+
+# ---------------------------------------------------------------------------------------
+# Dataset facts.
+
+
+def inspect_dataset(path: str, flag: str, resolution: Optional[int] = None) -> dnnlib.EasyDict:
+    """Opens a dataset once to read what the config needs: name, resolution, size, labels."""
+    from training.dataset import ImageFolderDataset  # pylint: disable=import-outside-toplevel
+    try:
+        ds = ImageFolderDataset(path=path, resolution=resolution, use_labels=False)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint=flag)
+    info = dnnlib.EasyDict(name=ds.name, resolution=ds.resolution, num_images=len(ds),
+                           num_channels=ds.num_channels, has_labels=False, label_error=None)
+    ds.close()
+    try:
+        labelled = ImageFolderDataset(path=path, use_labels=True)
+        info.has_labels = labelled.has_labels
+        labelled.close()
+    except (OSError, ValueError) as e:
+        info.label_error = str(e)
+    return info
+
+
+def _resolve_data(value: str, flag: str) -> str:
+    from training.dataset import resolve_data_path  # pylint: disable=import-outside-toplevel
+    try:
+        return resolve_data_path(value)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise click.BadParameter(str(e).replace('--data ', ''), param_hint=flag)
+
+
+def _check_diffaugment(policy: Optional[str]) -> None:
+    # The DiffAugment module knows its own ops; ask it rather than keeping a second list.
+    if not policy:
+        return
+    from training.augment import diffaugment  # pylint: disable=import-outside-toplevel
+    try:
+        diffaugment.DiffAugment(policy=policy)
+    except (ValueError, KeyError, TypeError) as e:
+        raise click.BadParameter(str(e), param_hint='--diffaugment')
+
+
+# ---------------------------------------------------------------------------------------
+# Command line.
+
+_BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_default=True, metavar='BOOL')
+
+
+@click.command(context_settings=dict(max_content_width=120))
+# Required.
+@click.option('--outdir', metavar='DIR', required=True, help='Where to make the run directory')
+@click.option('--data', metavar='ZIP|DIR|demo', required=True,
+              help='Training data: a dataset zip, a folder of images, or "demo" (built in, no download)')
+@click.option('--gpus', type=click.IntRange(min=1), default=None,
+              help='Number of processes: GPUs, or CPU processes without GPUs  [default: 1; WORLD_SIZE under torchrun]')
+# Base configuration.
+@click.option('--cfg', type=click.Choice(presets.CFG_NAMES), default='auto', show_default=True,
+              help='Base configuration (see docs/training.md)')
+@click.option('--batch', type=click.IntRange(min=1), default=None, help='Total batch size  [default: preset]')
+@click.option('--batch-gpu', type=click.IntRange(min=1), default=None,
+              help='Images per process per pass; smaller values accumulate gradients  [default: batch/gpus]')
+@click.option('--gamma', type=click.FloatRange(min=0), default=None, help='R1 regularisation weight  [default: preset]')
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='Training duration in thousands of images  [default: preset]')
+@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='Progress-line interval in kimg  [default: 4; cpu: 4]')
+@click.option('--snap', type=click.IntRange(min=1), default=None,
+              help='Snapshot (network, samples, state, metrics) interval in ticks  [default: 50]')
+@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
+# Dataset.
+@click.option('--cond', **_BOOL, help='Train a conditional model on the dataset labels')
+@click.option('--subset', type=click.IntRange(min=1), default=None, help='Train on a random subset of N images')
+@click.option('--mirror', **_BOOL, help='Add x-flipped copies of the images')
+@click.option('--metricdata', metavar='ZIP|DIR', default=None,
+              help='Dataset the metrics compare against  [default: the full training set]')
+@click.option('--metrics', metavar='LIST', default=None,
+              help='Metrics at each snapshot, comma-separated, or "none"  [default: fid50k_full; cpu: none]')
+# Methods.
+@click.option('--aug', type=click.Choice(presets.AUG_MODES), default='apa', show_default=True,
+              help='apa: adaptive pseudo augmentation; ada: adaptive ADA pipeline; fixed: p held at --p; noaug: neither')
+@click.option('--p', type=click.FloatRange(min=0, max=1), default=None, help='Fixed probability for --aug=fixed')
+@click.option('--target', type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help='Target of the adaptive p for --aug=apa|ada  [default: 0.6]')
+@click.option('--with-dataaug', **_BOOL, help='With APA, also apply the ADA pipeline to every D input, sharing p')
+@click.option('--ada-own-p', **_BOOL, help='With --with-dataaug, let ADA adapt its own p instead of sharing APA\'s')
+@click.option('--ada-target', type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help='Target of ADA\'s own p with --ada-own-p  [default: 0.6]')
+@click.option('--ada-kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='kimg for an adaptive p to go from 0 to 1  [default: 500; 100 with a network-pickle --resume]')
+@click.option('--augpipe', type=click.Choice(ADA_PIPES), default=None,
+              help='ADA pipeline for --aug=ada or --with-dataaug  [default: bgc]')
+@click.option('--diffaugment', metavar='POLICY', default=None,
+              help='Add DiffAugment with this policy, e.g. color,translation,cutout')
+# Resume and transfer learning.
+@click.option('--resume', metavar='PKL|DIR|PT', default=None,
+              help='Network pickle (weights and augment p), or run directory / training-state file (exact continuation)')
+@click.option('--resume-kimg', type=click.FloatRange(min=0), default=0, show_default=True,
+              help='With a network-pickle --resume: the kimg the counter starts from')
+@click.option('--freezed', type=click.IntRange(min=0), default=0, show_default=True,
+              help='Freeze the first N layers of D (FreezeD)')
+# Networks (smaller values for quick experiments).
+@click.option('--cbase', type=click.IntRange(min=1), default=None, help='Channel base (channels = cbase / res)  [default: preset]')
+@click.option('--cmax', type=click.IntRange(min=1), default=None, help='Maximum channels per layer  [default: preset]')
+@click.option('--map', 'map_layers', type=click.IntRange(min=1), default=None, help='Mapping network depth  [default: preset]')
+@click.option('--mbstd-group', type=click.IntRange(min=1), default=None, help='Minibatch-std group size  [default: preset]')
+@click.option('--glr', type=click.FloatRange(min=0, min_open=True), default=None, help='G learning rate  [default: preset]')
+@click.option('--dlr', type=click.FloatRange(min=0, min_open=True), default=None, help='D learning rate  [default: preset]')
+# Performance.
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
+              help='Where to train (auto: CUDA when available)')
+@click.option('--fp32', **_BOOL, help='Disable mixed precision (always off on CPUs)')
+@click.option('--nhwc', **_BOOL, help='Channels-last memory layout in the float16 layers')
+@click.option('--allow-tf32', **_BOOL, help='Allow TF32 matrix multiplies and convolutions on Ampere and later')
+@click.option('--nobench', **_BOOL, help='Disable the cuDNN benchmark mode')
+@click.option('--workers', type=click.IntRange(min=0), default=None,
+              help='DataLoader worker processes (0 = load in the training process)  [default: 3; cpu: 0]')
+@click.option('--dry-run', is_flag=True, help='Print the config tree and exit')
+def main(**opts):
+    """Train a StyleGAN2 network on limited data with APA, ADA and/or DiffAugment.
+
+    \b
+    Examples:
+      python train.py --outdir=runs --data=demo --cfg=cpu
+      python train.py --outdir=runs --data=afhqcat.zip --gpus=1 --cfg=paper256 --mirror=1
+      python train.py --outdir=runs --data=ffhq5k.zip --gpus=8 --cfg=paper256 --with-dataaug=1
+      python train.py --outdir=runs --data=ffhq5k.zip --gpus=8 --cfg=paper256 --resume=runs/00003-ffhq5k-paper256-apa
+
+    See docs/training.md for every option, the presets and how the methods combine.
+    """
+    opts = dnnlib.EasyDict(opts)
+    outdir = opts.pop('outdir')
+    dry_run = opts.pop('dry_run')
+
+    # Processes and devices: torchrun's variables win over --gpus.
+    try:
+        env = distributed.torchrun_env()
+        device_type = distributed.resolve_device_type(opts.pop('device'))
+    except distributed.DistributedError as e:
+        raise click.BadParameter(str(e), param_hint='--device') from e
+    if env is not None:
+        if opts.gpus is not None and opts.gpus != env.world_size:
+            raise click.BadParameter(f'{opts.gpus} disagrees with WORLD_SIZE={env.world_size} set by the launcher; '
+                                     f'leave --gpus out under torchrun', param_hint='--gpus')
+        opts.gpus = env.world_size
+    opts.gpus = opts.gpus or 1
+    try:
+        local = None
+        if env is not None:
+            local = int(os.environ.get('LOCAL_WORLD_SIZE', env.world_size))
+        distributed.check_world(device_type, opts.gpus, local)
+    except distributed.DistributedError as e:
+        raise click.BadParameter(str(e), param_hint='--gpus') from e
+
+    # Data.
+    data_path = _resolve_data(opts.pop('data'), '--data')
+    info = inspect_dataset(data_path, '--data')
+    if opts.cond and not info.has_labels and info.label_error:
+        raise click.BadParameter(info.label_error, param_hint='--cond')
+    metricdata = opts.pop('metricdata')
+    metricdata_path = None
+    if metricdata is not None:
+        metricdata_path = _resolve_data(metricdata, '--metricdata')
+        inspect_dataset(metricdata_path, '--metricdata', resolution=info.resolution)
+    _check_diffaugment(opts.diffaugment)
+    try:
+        metrics = presets.parse_metrics(opts.pop('metrics'))
+    except presets.ConfigError as e:
+        raise click.BadParameter(e.message, param_hint=e.flag) from e
+
+    # Resume target.
+    resume_pkl, resume_state = resolve_resume(opts.pop('resume'))
+
+    # The config tree (pure: everything above was the file system's part).
+    try:
+        c, desc = presets.build(data_path=data_path, data_name=info.name, resolution=info.resolution,
+                                num_images=info.num_images, has_labels=info.has_labels, metrics=metrics,
+                                metricdata_path=metricdata_path, resume_pkl=resume_pkl, resume_state=resume_state,
+                                device=device_type, **opts)
+    except presets.ConfigError as e:
+        raise click.BadParameter(e.message, param_hint=e.flag) from e
+    rank0 = env is None or env.rank == 0
+    if resume_state is not None:
+        for line in check_resume_state(resume_state, c):
+            if rank0:
+                click.echo(f'Note: --resume: setting changed since the resumed run: {line}', err=True)
+
+    if dry_run:
+        if rank0:
+            c.run_dir = next_run_dir(outdir, desc)
+            click.echo(json.dumps(presets.to_plain(c), indent=2))
+            click.echo('Dry run; exiting.')
+        return
+
+    if env is not None:
+        _torchrun_main(env, device_type, c, outdir, desc)
+        return
+    run_dir = make_run_dir(outdir, desc, c)
+    _print_summary(c, info, run_dir)
+    distributed.launch(subprocess_fn, c.num_gpus, device_type, args=(dict(c),))
+
+
+def _print_summary(c: dnnlib.EasyDict, info: dnnlib.EasyDict, run_dir: str) -> None:
+    ts = c.training_set_kwargs
+    size = min(info.num_images, ts.max_size or info.num_images) * (2 if ts.xflip else 1)
+    methods = []
+    if c.real_transform_kwargs:
+        methods.append('APA' + (f' (fixed p={c.real_transform_kwargs.p:g})' if not c.controllers else ''))
+    for aug in (c.augment_kwargs or {}).get('augments', []):
+        methods.append(aug.class_name.rsplit('.', 1)[-1])
+    lines = [
+        ('Output directory', run_dir),
+        ('Training data', ts.path),
+        ('Training duration', f'{c.total_kimg:g} kimg'),
+        ('Processes', f'{c.num_gpus} ({c.device})'),
+        ('Batch', f'{c.batch_size} ({c.batch_gpu} per process per pass)'),
+        ('Number of images', size),
+        ('Image resolution', ts.resolution),
+        ('Conditional model', ts.use_labels),
+        ('Dataset x-flips', ts.xflip),
+        ('Methods', ', '.join(methods) or 'none'),
+        ('Resume', c.resume_state or c.resume_pkl or 'no'),
+    ]
+    click.echo('\n'.join(f'{k + ":":<20} {v}' for k, v in lines) + '\n')
 
 
 if __name__ == '__main__':
