@@ -533,8 +533,11 @@ class InfiniteSampler(torch.utils.data.Sampler):
     One global stream is generated the same way on every rank: the indices are shuffled
     once, then walked cyclically; after each step the item just visited is swapped with a
     random item up to `window_size * len(dataset)` places behind it, so the order keeps
-    changing from pass to pass without epoch boundaries. Global step g goes to rank
-    g % num_replicas, so ranks get disjoint, interleaved shares.
+    changing from pass to pass without epoch boundaries. The stream is dealt to the ranks in
+    chunks of `chunk_size` consecutive steps: global step g goes to rank
+    (g // chunk_size) % num_replicas, so ranks get disjoint, interleaved shares. With
+    chunk_size equal to the per-rank batch, the global batch is the same run of the stream
+    whatever the number of ranks (chunk m of a step is micro-batch m).
 
     Args:
         dataset: The dataset (only its length is used).
@@ -545,12 +548,13 @@ class InfiniteSampler(torch.utils.data.Sampler):
         window_size: Reshuffle window as a fraction of the dataset size (< 2 items: none).
         start_index: Global steps already taken (samples handed out over all ranks), e.g.
             the image count of a resumed run; the stream continues from there.
+        chunk_size: Consecutive global steps dealt to one rank at a time (1 = round robin).
     """
 
     _CHUNK = 4096  # Random offsets are drawn in chunks of this many steps.
 
     def __init__(self, dataset, rank: int = 0, num_replicas: int = 1, shuffle: bool = True,
-                 seed: int = 0, window_size: float = 0.5, start_index: int = 0):
+                 seed: int = 0, window_size: float = 0.5, start_index: int = 0, chunk_size: int = 1):
         if len(dataset) <= 0:
             raise ValueError('InfiniteSampler: the dataset is empty')
         if num_replicas < 1 or not 0 <= rank < num_replicas:
@@ -559,6 +563,8 @@ class InfiniteSampler(torch.utils.data.Sampler):
             raise ValueError(f'InfiniteSampler: window_size must be in [0, 1], got {window_size}')
         if start_index < 0:
             raise ValueError(f'InfiniteSampler: start_index must be >= 0, got {start_index}')
+        if chunk_size < 1:
+            raise ValueError(f'InfiniteSampler: chunk_size must be >= 1, got {chunk_size}')
         super().__init__()
         self.dataset_size = len(dataset)
         self.rank = rank
@@ -567,6 +573,7 @@ class InfiniteSampler(torch.utils.data.Sampler):
         self.seed = seed
         self.window_size = window_size
         self.start_index = start_index
+        self.chunk_size = chunk_size
 
     def _window(self) -> int:
         return int(np.rint(self.dataset_size * self.window_size)) if self.shuffle else 0
@@ -605,10 +612,10 @@ class InfiniteSampler(torch.utils.data.Sampler):
             step += 1
 
     def __iter__(self) -> Iterator[int]:
-        # The first global step at or after start_index that belongs to this rank.
-        skip = (self.rank - self.start_index) % self.num_replicas
-        for k, idx in enumerate(self._global_stream()):
-            if k >= skip and (k - skip) % self.num_replicas == 0:
+        # Global step g belongs to rank (g // chunk_size) % num_replicas.
+        chunk, ranks = self.chunk_size, self.num_replicas
+        for g, idx in enumerate(self._global_stream(), start=self.start_index):
+            if (g // chunk) % ranks == self.rank:
                 yield int(idx)
 
 

@@ -1,0 +1,338 @@
+"""StyleGAN2 loss: non-saturating logistic loss with lazy R1 and path-length regularisation.
+
+The training loop calls `accumulate_gradients` once per micro-batch ("slot") and phase; the
+loss runs the networks, reports its statistics and back-propagates. Methods plug in through
+the three objects it is given, never through names:
+
+- `augment_pipe`: images -> images, applied to everything D sees (ADA, DiffAugment, ...).
+- `real_transform(reals, latest_fakes) -> reals`: changes the real batch before D (APA);
+  `latest_fakes` is the detached output of the latest G main pass of the same slot.
+- `heads`: extra discriminator heads (InsGen, vision-aided). Each may define
+  `d_loss(kind, img, c, logits, features, cur_nimg)` (kind 'real' or 'fake', called in the
+  D main passes) and `g_loss(img, c, logits, features, cur_nimg)`; each returns a tensor
+  (per sample or scalar) or None, added to the phase's loss. `img` is the image D saw (after
+  the augment stage), `features` D's map before its epilogue.
+
+Running averages (w_avg of the mapping network, the path-length mean) are updated once per
+phase from the per-slot means in slot order (`end_phase`), so they come out the same
+whatever the number of processes and, with one slot per step, equal the usual per-batch
+updates.
+"""
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_utils import training_stats
+
+G_PHASES = ('Gmain', 'Greg', 'Gboth')
+D_PHASES = ('Dmain', 'Dreg', 'Dboth')
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+class StyleGAN2Loss:
+    """The StyleGAN2 losses (Karras et al. 2020, "Analyzing and Improving the Image Quality
+    of StyleGAN", sec. 2.2 and 3.2) with pluggable augmentation and heads.
+
+    Args:
+        device: Device of the networks.
+        G: Generator (with `mapping` and `synthesis`).
+        D: Discriminator (`D(img, c, return_features=...)`).
+        augment_pipe: Module applied to every image D sees, or None.
+        real_transform: Callable (reals, latest_fakes) -> reals for the D passes, or None.
+        heads: Extra discriminator heads (see the module docstring).
+        r1_gamma: R1 weight; 0 disables R1.
+        style_mixing_prob: Probability of mixing two latents in a G batch.
+        pl_weight: Path-length regularisation weight; 0 disables it.
+        pl_batch_shrink: The path-length pass uses batch // pl_batch_shrink samples.
+        pl_decay: Decay of the running path-length mean.
+    """
+
+    def __init__(self, device: torch.device, G: torch.nn.Module, D: torch.nn.Module,
+                 augment_pipe: Optional[torch.nn.Module] = None, real_transform: Optional[Any] = None,
+                 heads: Sequence[Any] = (), r1_gamma: float = 10, style_mixing_prob: float = 0.9,
+                 pl_weight: float = 2, pl_batch_shrink: int = 2, pl_decay: float = 0.01):
+        if pl_batch_shrink < 1:
+            raise ValueError(f'StyleGAN2Loss: pl_batch_shrink must be >= 1, got {pl_batch_shrink}')
+        if not 0 <= style_mixing_prob <= 1:
+            raise ValueError(f'StyleGAN2Loss: style_mixing_prob must be in [0, 1], got {style_mixing_prob}')
+        self.device = torch.device(device)
+        self.G = G
+        self.D = D
+        self.augment_pipe = augment_pipe
+        self.real_transform = real_transform
+        self.heads = list(heads)
+        self.r1_gamma = float(r1_gamma)
+        self.style_mixing_prob = float(style_mixing_prob)
+        self.pl_weight = float(pl_weight)
+        self.pl_batch_shrink = int(pl_batch_shrink)
+        self.pl_decay = float(pl_decay)
+        self.pl_mean = torch.zeros([], device=self.device)
+        self._latest_fakes: Dict[int, torch.Tensor] = {}   # slot -> detached images of the last G main pass
+        self._pending_w: Dict[int, torch.Tensor] = {}      # slot -> mean w of this phase (w_avg update)
+        self._pending_pl: Dict[int, torch.Tensor] = {}     # slot -> mean path length of this phase
+
+    # -----------------------------------------------------------------------------------
+    # Network passes.
+
+    def run_G(self, z: torch.Tensor, c: torch.Tensor, slot: Optional[int] = None) -> tuple:
+        """Generates images with style mixing; with `slot`, records the batch mean of w.
+
+        Returns:
+            (img, ws).
+        """
+        ws = self.G.mapping(z, c)
+        if slot is not None and getattr(self.G.mapping, 'w_avg_beta', None) is not None \
+                and hasattr(self.G.mapping, 'w_avg'):
+            self._pending_w[slot] = ws[:, 0].detach().mean(dim=0)
+        if self.style_mixing_prob > 0:
+            # Mixing regularisation: from a random layer on, the ws of a second latent.
+            num_ws = ws.shape[1]
+            cutoff = torch.randint(1, num_ws, [], device=ws.device) if num_ws > 1 else \
+                torch.full([], num_ws, device=ws.device, dtype=torch.int64)
+            mix = torch.rand([], device=ws.device) < self.style_mixing_prob
+            cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, num_ws))
+            ws2 = self.G.mapping(torch.randn_like(z), c)
+            take2 = (torch.arange(num_ws, device=ws.device) >= cutoff).view(1, num_ws, 1)
+            ws = torch.where(take2, ws2, ws)
+        img = self.G.synthesis(ws)
+        return img, ws
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor) -> tuple:
+        """Scores images through the augment stage; features only when heads need them.
+
+        Returns:
+            (logits [N, 1], features or None, the image D saw).
+        """
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        if self.heads:
+            logits, features = self.D(img, c, return_features=True)
+        else:
+            logits, features = self.D(img, c), None
+        return logits, features, img
+
+    def _head_terms(self, method: str, terms: Dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
+        """Sum of the heads' loss terms (each reported as Loss/<head>/<method>[_kind])."""
+        total = torch.zeros([], device=self.device)
+        for index, head in enumerate(self.heads):
+            fn = getattr(head, method, None)
+            if fn is None:
+                continue
+            value = fn(**kwargs)
+            if value is None:
+                continue
+            name = getattr(head, 'name', f'head{index}')
+            key = f'Loss/{name}/{method}' + (f'_{kwargs["kind"]}' if 'kind' in kwargs else '')
+            training_stats.report(key, value)
+            terms[key] = value.detach().mean()
+            total = total + value.mean()
+        return total
+
+    # -----------------------------------------------------------------------------------
+    # One micro-batch of one phase.
+
+    def accumulate_gradients(self, phase: str, real_img: torch.Tensor, real_c: torch.Tensor,
+                             gen_z: torch.Tensor, gen_c: torch.Tensor, gain: float, cur_nimg: int,
+                             slot: int = 0) -> Dict[str, torch.Tensor]:
+        """Runs one phase on one micro-batch and adds gain * d(loss) to the gradients.
+
+        Args:
+            phase: 'Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg' or 'Dboth'.
+            real_img: Real images [N, C, H, W] in [-1, 1].
+            real_c: Their labels [N, c_dim].
+            gen_z: Latents [N, z_dim] for the generated images.
+            gen_c: Labels [N, c_dim] for the generated images.
+            gain: Loss multiplier (the phase interval for lazy regularisation).
+            cur_nimg: Images shown so far (for heads with warm-up).
+            slot: Index of this micro-batch within the step (keys the latest fakes).
+
+        Returns:
+            {statistic name: detached scalar} of the loss terms computed, for finite checks.
+        """
+        if phase not in G_PHASES + D_PHASES:
+            raise ValueError(f'Unknown phase {phase!r}; expected one of {", ".join(G_PHASES + D_PHASES)}')
+        do_Gmain = phase in ('Gmain', 'Gboth')
+        do_Gpl = phase in ('Greg', 'Gboth') and self.pl_weight != 0
+        do_Dmain = phase in ('Dmain', 'Dboth')
+        do_Dr1 = phase in ('Dreg', 'Dboth') and self.r1_gamma != 0
+        terms: Dict[str, torch.Tensor] = {}
+
+        # G main: make D call the fakes real (non-saturating loss, softplus(-D(G(z)))).
+        if do_Gmain:
+            gen_img, _ = self.run_G(gen_z, gen_c, slot=slot)
+            self._latest_fakes[slot] = gen_img.detach()
+            logits, features, seen = self.run_D(gen_img, gen_c)
+            training_stats.report('Loss/scores/fake', logits)
+            training_stats.report('Loss/signs/fake', logits.sign())
+            loss_G = F.softplus(-logits)
+            training_stats.report('Loss/G/loss', loss_G)
+            terms['Loss/G/loss'] = loss_G.detach().mean()
+            extra = self._head_terms('g_loss', terms, img=seen, c=gen_c, logits=logits, features=features,
+                                     cur_nimg=cur_nimg)
+            (loss_G.mean() + extra).mul(gain).backward()
+
+        # Path-length regularisation: keep |J^T y| near its running mean (eq. 4 of the paper).
+        if do_Gpl:
+            n = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+            gen_img, gen_ws = self.run_G(gen_z[:n], gen_c[:n])
+            pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
+            pl_grads, = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
+                                            create_graph=True)
+            pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+            batch_mean = pl_lengths.detach().mean()
+            self._pending_pl[slot] = batch_mean
+            pl_mean = self.pl_mean.lerp(batch_mean, self.pl_decay)
+            pl_penalty = (pl_lengths - pl_mean).square()
+            training_stats.report('Loss/pl_penalty', pl_penalty)
+            loss_Gpl = pl_penalty * self.pl_weight
+            training_stats.report('Loss/G/reg', loss_Gpl)
+            terms['Loss/G/reg'] = loss_Gpl.detach().mean()
+            loss_Gpl.mean().mul(gain).backward()
+
+        # D on fakes: softplus(D(G(z))); G is not differentiated.
+        loss_Dgen = None
+        if do_Dmain:
+            with torch.no_grad():
+                gen_img, _ = self.run_G(gen_z, gen_c)
+            logits, features, seen = self.run_D(gen_img, gen_c)
+            training_stats.report('Loss/scores/fake', logits)
+            training_stats.report('Loss/signs/fake', logits.sign())
+            loss_Dgen = F.softplus(logits)
+            terms['Loss/D/fake'] = loss_Dgen.detach().mean()
+            extra = self._head_terms('d_loss', terms, kind='fake', img=seen, c=gen_c, logits=logits,
+                                     features=features, cur_nimg=cur_nimg)
+            (loss_Dgen.mean() + extra).mul(gain).backward()
+
+        # D on reals: softplus(-D(x)) and R1 = gamma/2 |grad_x D(x)|^2, taken w.r.t. the image
+        # that enters the augment stage (the APA-mixed batch when a real transform is set).
+        if do_Dmain or do_Dr1:
+            reals = real_img
+            if self.real_transform is not None:
+                reals = self.real_transform(reals, self._latest_fakes.get(slot))
+            reals = reals.detach().requires_grad_(do_Dr1)
+            logits, features, seen = self.run_D(reals, real_c)
+            training_stats.report('Loss/scores/real', logits)
+            training_stats.report('Loss/signs/real', logits.sign())
+            total = torch.zeros([], device=self.device)
+            if do_Dmain:
+                loss_Dreal = F.softplus(-logits)
+                training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+                terms['Loss/D/real'] = loss_Dreal.detach().mean()
+                total = total + loss_Dreal.mean()
+                total = total + self._head_terms('d_loss', terms, kind='real', img=seen, c=real_c,
+                                                 logits=logits, features=features, cur_nimg=cur_nimg)
+            if do_Dr1:
+                r1_grads, = torch.autograd.grad(outputs=[logits.sum()], inputs=[reals], create_graph=True)
+                r1_penalty = r1_grads.square().sum([1, 2, 3])
+                training_stats.report('Loss/r1_penalty', r1_penalty)
+                loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
+                training_stats.report('Loss/D/reg', loss_Dr1)
+                terms['Loss/D/reg'] = loss_Dr1.detach().mean()
+                total = total + loss_Dr1.mean()
+            total.mul(gain).backward()
+        return terms
+
+    # -----------------------------------------------------------------------------------
+    # Running averages and state.
+
+    @torch.no_grad()
+    def end_phase(self, phase: str, num_slots: int) -> None:
+        """Moves w_avg and the path-length mean with this phase's per-slot means, in slot order.
+
+        Collective when torch.distributed is initialised (every rank calls it after each G
+        phase); each rank contributes the slots it ran.
+
+        Args:
+            phase: The phase just finished.
+            num_slots: Micro-batches per step over all ranks.
+        """
+        if phase not in G_PHASES:
+            return
+        mapping = self.G.mapping
+        w_dim = mapping.w_avg.shape[0] if hasattr(mapping, 'w_avg') and mapping.w_avg_beta is not None else 0
+        track_w = w_dim > 0 and phase in ('Gmain', 'Gboth')
+        track_pl = phase in ('Greg', 'Gboth') and self.pl_weight != 0
+        if not (track_w or track_pl):
+            return
+        # One row per slot; rows of other ranks' slots are zero here and filled by the sum
+        # (adding zeros is exact, so every rank ends with the same bits).
+        table = torch.zeros([num_slots, w_dim + 2], device=self.device)
+        for slot, w in self._pending_w.items():
+            if track_w:
+                table[slot, :w_dim] = w
+        for slot, pl in self._pending_pl.items():
+            if track_pl:
+                table[slot, w_dim] = pl
+                table[slot, w_dim + 1] = 1
+        if _distributed():
+            torch.distributed.all_reduce(table)
+        for slot in range(num_slots):
+            if track_w:
+                mapping.w_avg.copy_(table[slot, :w_dim].lerp(mapping.w_avg, mapping.w_avg_beta))
+            if track_pl and table[slot, w_dim + 1] > 0:
+                self.pl_mean.copy_(self.pl_mean.lerp(table[slot, w_dim], self.pl_decay))
+        self._pending_w.clear()
+        self._pending_pl.clear()
+
+    @torch.no_grad()
+    def state_dict(self, num_slots: Optional[int] = None) -> Dict[str, Any]:
+        """The loss state: path-length mean and the latest generated batch of every slot.
+
+        Collective when torch.distributed is initialised.
+
+        Args:
+            num_slots: Micro-batches per step over all ranks (None: the slots held here).
+
+        Returns:
+            {'pl_mean': tensor, 'latest_fakes': [num_slots * batch_gpu, C, H, W] tensor on the
+            CPU in slot order, or None before the first G main pass}.
+        """
+        held = sorted(self._latest_fakes)
+        if num_slots is None:
+            num_slots = held[-1] + 1 if held else 0
+        has = torch.tensor([1.0 if held else 0.0], device=self.device)
+        if _distributed():
+            torch.distributed.all_reduce(has)
+        fakes = None
+        if has.item() > 0 and num_slots > 0:
+            # All ranks need the same shape: take it from any slot, shared via the sum below.
+            ref = self._latest_fakes[held[0]] if held else None
+            shape = torch.tensor(list(ref.shape) if ref is not None else [0, 0, 0, 0], device=self.device,
+                                 dtype=torch.float64)
+            if _distributed():
+                torch.distributed.all_reduce(shape, op=torch.distributed.ReduceOp.MAX)
+            shape = [int(s) for s in shape.tolist()]
+            table = torch.zeros([num_slots] + shape, device=self.device)
+            for slot in held:
+                table[slot] = self._latest_fakes[slot]
+            if _distributed():
+                torch.distributed.all_reduce(table)
+            fakes = table.flatten(0, 1).cpu()
+        return {'pl_mean': self.pl_mean.detach().cpu().clone(), 'latest_fakes': fakes}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Dict[str, Any], slots: Optional[List[int]] = None,
+                        batch_gpu: Optional[int] = None) -> None:
+        """Restores `state_dict()`; each rank keeps the latest fakes of its own slots.
+
+        Args:
+            state: What `state_dict` returned.
+            slots: The slots this rank runs (None: all stored slots).
+            batch_gpu: Micro-batch size, to split the stored batch into slots.
+        """
+        self.pl_mean.copy_(state['pl_mean'].to(self.device))
+        self._latest_fakes = {}
+        fakes = state.get('latest_fakes')
+        if fakes is None or batch_gpu is None or fakes.shape[0] % batch_gpu != 0:
+            return
+        chunks = fakes.to(self.device).split(batch_gpu)
+        for slot in (range(len(chunks)) if slots is None else slots):
+            if slot < len(chunks):
+                self._latest_fakes[slot] = chunks[slot].clone()
