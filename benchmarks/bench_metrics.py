@@ -56,7 +56,7 @@ class RandomInception(torch.nn.Module):
     def __init__(self):
         super().__init__()
         import torchvision  # pylint: disable=import-outside-toplevel
-        net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
+        net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
                                               transform_input=False)
         self.body = torch.nn.Sequential(*[m for name, m in net.named_children() if name not in ('dropout', 'fc')])
         self.fc = net.fc
