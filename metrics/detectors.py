@@ -14,6 +14,7 @@ keyword arguments of the established protocol (`return_features=True`,
 a replacement's `forward` does not declare are left out, so a plain `forward(x)` works.
 """
 
+import copy
 import hashlib
 import inspect
 import io
@@ -264,7 +265,10 @@ def get_detector(role: str, spec: DetectorSpec = None, device: Any = 'cpu',
     with _cache_lock:
         if key not in _cache:
             if isinstance(spec, torch.nn.Module):
-                _cache[key] = Detector(spec.to(device), name=type(spec).__name__.lower(),
+                # Leave the caller's module where it is: move a copy when it lives elsewhere.
+                tensors = list(spec.parameters()) + list(spec.buffers())
+                module = spec if all(t.device == device for t in tensors) else copy.deepcopy(spec).to(device)
+                _cache[key] = Detector(module, name=type(spec).__name__.lower(),
                                        identity=f'module:{_md5_of_module(spec)}')
             elif spec is None:
                 _cache[key] = load_official_detector(role, device, detector_dir)

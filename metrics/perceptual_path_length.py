@@ -4,7 +4,6 @@ the LPIPS distance between images at t and t + epsilon along a latent interpolat
 divided by epsilon^2, averaged after dropping values below the 1st and above the 99th
 percentile. LPIPS comes from the VGG16 detector (`return_lpips=True`)."""
 
-
 import numpy as np
 import torch
 

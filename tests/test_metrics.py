@@ -493,3 +493,18 @@ def test_registry_names_and_results(tmp_path):
     assert rows[0]['results'] == {'const_metric': 1.5} and rows[0]['snapshot_pkl'] == 'net.pkl'
     assert set(rows[0]) == {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp'}
     assert sorted(os.listdir(tmp_path)) == ['metric-const_metric.jsonl']
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tiny_data, cache_dir):
+    # Same numbers on CUDA (PR in float16 there) as on the CPU, up to precision.
+    images, dataset_kwargs = tiny_data
+    results = {}
+    for device in ('cpu', 'cuda'):
+        for metric in ('fid70_full', 'pr703_full'):
+            r = metric_main.calc_metric(metric, G=ReplayG(random_images(70, seed=5)), dataset_kwargs=dataset_kwargs,
+                                        device=device, detector=TinyDetector(), batch_size=16, cache=False)
+            results[(device, metric)] = r.results
+    assert results[('cuda', 'fid70_full')].fid70_full == pytest.approx(results[('cpu', 'fid70_full')].fid70_full, rel=1e-3)
+    for key in ('pr703_full_precision', 'pr703_full_recall'):
+        assert results[('cuda', 'pr703_full')][key] == pytest.approx(results[('cpu', 'pr703_full')][key], abs=0.03)
