@@ -341,7 +341,7 @@ class AugmentPipe(torch.nn.Module):
         resampling, 2x down, with the sym6 low-pass on both sides."""
         n, c, h, w = images.shape
         dev = images.device
-        f = self.Hz_geom.to(device=dev)
+        f = self.Hz_geom.to(device=dev, dtype=torch.float32)
         taps = f.shape[0]
         pad = taps // 4  # support of the filter in output pixels, per side
 
@@ -447,7 +447,7 @@ class AugmentPipe(torch.nn.Module):
             return images
         n, c, h, w = images.shape
         dev = images.device
-        bank = self.Hz_fbank.to(device=dev)
+        bank = self.Hz_fbank.to(device=dev, dtype=torch.float32)
         num_bands = bank.shape[0]
         power = misc.constant(FILTER_BAND_POWER, device=dev)
 
