@@ -146,24 +146,21 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
 def resolve_module_path(path: str, roots: Dict[str, Any]) -> Any:
     """Finds a module by a dotted path such as 'real_transform' or 'augment.ada'.
 
-    The first part names a root ('real_transform', 'augment', 'G', 'D', a head name);
-    later parts are looked up with the container's `get(name)` when it has one, else as
-    attributes.
+    The first part names a root ('real_transform', 'augment', 'G', 'D', a head name); the
+    rest is a submodule path inside it (an augment stage names its children 'ada',
+    'diffaug', ...).
     """
-    parts = path.split('.')
-    if parts[0] not in roots or roots[parts[0]] is None:
+    head, _, rest = path.partition('.')
+    if roots.get(head) is None:
         available = sorted(k for k, v in roots.items() if v is not None)
-        raise ValueError(f'controllers: module path {path!r} names {parts[0]!r}, which this run does not '
+        raise ValueError(f'controllers: module path {path!r} names {head!r}, which this run does not '
                          f'have (available: {", ".join(available)})')
-    obj = roots[parts[0]]
-    for part in parts[1:]:
-        getter = getattr(obj, 'get', None)
-        found = getter(part) if callable(getter) else None
-        if found is None:
-            found = getattr(obj, part, None)
-        if found is None:
-            raise ValueError(f'controllers: module path {path!r}: {part!r} not found in {type(obj).__name__}')
-        obj = found
+    obj = roots[head]
+    if rest:
+        try:
+            obj = obj.get_submodule(rest) if isinstance(obj, torch.nn.Module) else getattr(obj, rest)
+        except AttributeError:
+            raise ValueError(f'controllers: module path {path!r}: {type(obj).__name__} has no {rest!r}') from None
     return obj
 
 
@@ -766,23 +763,27 @@ def _cpu_copies(data: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _copy_p_values(src: Optional[torch.nn.Module], dst: Optional[torch.nn.Module], log) -> None:
-    """Copies augmentation p values from a network pickle's module into ours.
+    """Copies augmentation state (p values) from a network pickle's module into ours.
 
-    Same class: every parameter and buffer by name. Otherwise each of our submodules takes
-    the `p` of the source submodule of the same class (e.g. a pickle's bare AugmentPipe
-    into the AugmentPipe inside our augment stage).
+    The module's own `copy_state_from` decides when it has one (an augment stage matches
+    children by name, or takes a bare legacy pipe's p); the same class copies every tensor
+    by name; otherwise each of our submodules with a `p` takes the p of the source
+    submodule of the same class.
     """
     if src is None or not isinstance(dst, torch.nn.Module) or not isinstance(src, torch.nn.Module):
         return
-    if type(src) is type(dst):
+    if hasattr(dst, 'copy_state_from'):
+        dst.copy_state_from(src)
+    elif type(src) is type(dst):
         misc.copy_params_and_buffers(src, dst, require_all=False)
-        return
-    sources = {type(m): m for m in src.modules() if isinstance(getattr(m, 'p', None), torch.Tensor)}
-    for _name, sub in dst.named_modules():
-        match = sources.get(type(sub))
-        if match is not None and isinstance(getattr(sub, 'p', None), torch.Tensor):
-            misc.copy_params_and_buffers(match, sub, require_all=False)
-            log(f'Resumed {type(sub).__name__} p = {float(sub.p):.4f}.')
+    else:
+        sources = {type(m): m for m in src.modules() if isinstance(getattr(m, 'p', None), torch.Tensor)}
+        for _name, sub in dst.named_modules():
+            match = sources.get(type(sub))
+            if match is not None and isinstance(getattr(sub, 'p', None), torch.Tensor):
+                misc.copy_params_and_buffers(match, sub, require_all=False)
+    for label, module in p_modules({'resumed': dst}):
+        log(f'Resumed {label} p = {float(module.p):.4f}.')
 
 
 def _collect_state(c, *, G, D, G_ema, augment_pipe, real_transform, head_map, opts_by_name, ctrls, loss,
@@ -829,6 +830,6 @@ def _run_metrics(c, G_ema: torch.nn.Module, snapshot_pkl: str, rank: int, dev: t
                                          num_gpus=c.num_gpus, rank=rank, device=dev)
         if rank == 0:
             metric_main.report_metric(result, run_dir=c.run_dir, snapshot_pkl=snapshot_pkl)
-        for name, value in result.results.items():
+        for name, value in result['results'].items():
             training_stats.report0(f'Metrics/{name}', value)
     del log
