@@ -49,19 +49,17 @@ OPTIONS_FILE = 'training_options.json'
 
 
 def subprocess_fn(rank: int, device: torch.device, c: Dict[str, Any]) -> None:
-    """Trains on one process: sets up the stats channel and threads, then runs the loop."""
+    """Trains on one process (the process group, if any, is already joined)."""
     # Imported here so `--help` and `--dry-run` stay fast.
-    from torch_utils import training_stats  # pylint: disable=import-outside-toplevel
     from training import training_loop  # pylint: disable=import-outside-toplevel
 
     world_size = int(c['num_gpus'])
-    sync_device = None if world_size == 1 else (device if device.type == 'cuda' else torch.device('cpu'))
-    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
     # Processes on one CPU share its cores instead of oversubscribing them (unless the
     # user fixed the thread count).
     if device.type == 'cpu' and world_size > 1 and not os.environ.get('OMP_NUM_THREADS'):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    training_loop.training_loop(rank=rank, **c)
+    local_rank = device.index if device.type == 'cuda' else None
+    training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
 
 
 def _torchrun_main(env: dnnlib.EasyDict, device_type: str, c: dnnlib.EasyDict, outdir: str, desc: str) -> None:
