@@ -36,6 +36,13 @@ def _distributed() -> bool:
         and torch.distributed.get_world_size() > 1
 
 
+def _backward(loss: torch.Tensor, gain: float) -> None:
+    """Back-propagates gain * loss (nothing to do when no trainable tensor is involved,
+    e.g. a network evaluated with all its parameters frozen)."""
+    if loss.requires_grad:
+        loss.mul(gain).backward()
+
+
 class StyleGAN2Loss:
     """The StyleGAN2 losses (Karras et al. 2020, "Analyzing and Improving the Image Quality
     of StyleGAN", sec. 2.2 and 3.2) with pluggable augmentation and heads.
@@ -176,7 +183,7 @@ class StyleGAN2Loss:
             terms['Loss/G/loss'] = loss_G.detach().mean()
             extra = self._head_terms('g_loss', terms, img=seen, c=gen_c, logits=logits, features=features,
                                      cur_nimg=cur_nimg)
-            (loss_G.mean() + extra).mul(gain).backward()
+            _backward(loss_G.mean() + extra, gain)
 
         # Path-length regularisation: keep |J^T y| near its running mean (eq. 4 of the paper).
         if do_Gpl:
@@ -194,7 +201,7 @@ class StyleGAN2Loss:
             loss_Gpl = pl_penalty * self.pl_weight
             training_stats.report('Loss/G/reg', loss_Gpl)
             terms['Loss/G/reg'] = loss_Gpl.detach().mean()
-            loss_Gpl.mean().mul(gain).backward()
+            _backward(loss_Gpl.mean(), gain)
 
         # D on fakes: softplus(D(G(z))); G is not differentiated.
         loss_Dgen = None
@@ -208,7 +215,7 @@ class StyleGAN2Loss:
             terms['Loss/D/fake'] = loss_Dgen.detach().mean()
             extra = self._head_terms('d_loss', terms, kind='fake', img=seen, c=gen_c, logits=logits,
                                      features=features, cur_nimg=cur_nimg)
-            (loss_Dgen.mean() + extra).mul(gain).backward()
+            _backward(loss_Dgen.mean() + extra, gain)
 
         # D on reals: softplus(-D(x)) and R1 = gamma/2 |grad_x D(x)|^2, taken w.r.t. the image
         # that enters the augment stage (the APA-mixed batch when a real transform is set).
@@ -236,7 +243,7 @@ class StyleGAN2Loss:
                 training_stats.report('Loss/D/reg', loss_Dr1)
                 terms['Loss/D/reg'] = loss_Dr1.detach().mean()
                 total = total + loss_Dr1.mean()
-            total.mul(gain).backward()
+            _backward(total, gain)
         return terms
 
     # -----------------------------------------------------------------------------------
