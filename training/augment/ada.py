@@ -29,7 +29,7 @@ established stylegan2-ada-pytorch class, so its pickles rebuild as this class.
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import torch

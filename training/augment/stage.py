@@ -10,7 +10,7 @@ The stage is what a network pickle stores as `augment_pipe`.
 """
 
 import copy
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 import torch
 
