@@ -255,21 +255,30 @@ def test_two_tick_run_per_method(tmp_path, dataset, method):
     assert 'kimg' in res.output
 
 
-def test_resume_from_run_dir_continues_exactly(tmp_path, dataset):
-    """N ticks, then resume for M more == N + M ticks in one go (same losses, same weights)."""
-    args = ['--data', dataset] + TINY + ['--aug=apa', '--with-dataaug=1']
-    run_ok(['--outdir', tmp_path / 'full'] + args + ['--kimg=0.032'])
-    run_ok(['--outdir', tmp_path / 'part'] + args)
-    first = only_run_dir(str(tmp_path / 'part'))
-    assert state_nimg(first) == 16
-    res = run_ok(['--outdir', tmp_path / 'part'] + args + ['--kimg=0.032', '--resume', first])
+RESUME_ARGS = TINY + ['--aug=apa', '--with-dataaug=1']
+
+
+@pytest.fixture(scope='module')
+def base_run(dataset, tmp_path_factory):
+    """One two-tick APA + ADA run that the resume tests continue from."""
+    outdir = tmp_path_factory.mktemp('base')
+    run_ok(['--outdir', outdir, '--data', dataset] + RESUME_ARGS)
+    return only_run_dir(str(outdir))
+
+
+def test_resume_from_run_dir_continues_exactly(tmp_path, dataset, base_run):
+    """N ticks, then resume for M more == N + M ticks in one go (same weights, same p)."""
+    args = ['--data', dataset] + RESUME_ARGS + ['--kimg=0.032']
+    run_ok(['--outdir', tmp_path / 'full'] + args)
+    assert state_nimg(base_run) == 16
+    res = run_ok(['--outdir', tmp_path / 'part'] + args + ['--resume', base_run])
     assert 'Resume' in res.output
-    second = only_run_dir(str(tmp_path / 'part'))
-    assert second != first and second.endswith('-resume')
-    assert state_nimg(second) == 32
+    resumed_dir = only_run_dir(str(tmp_path / 'part'))
+    assert resumed_dir.endswith('-resume')
+    assert state_nimg(resumed_dir) == 32
 
     full = newest_pickle(only_run_dir(str(tmp_path / 'full')))
-    resumed = newest_pickle(second)
+    resumed = newest_pickle(resumed_dir)
     for key in ('G', 'D', 'G_ema'):
         a, b = dict(full[key].state_dict()), dict(resumed[key].state_dict())
         assert a.keys() == b.keys()
@@ -278,23 +287,28 @@ def test_resume_from_run_dir_continues_exactly(tmp_path, dataset):
     assert torch.equal(full['augment_pipe'].get('ada').p, resumed['augment_pipe'].get('ada').p)
 
 
-def test_resume_with_other_networks_is_refused(tmp_path, dataset):
-    args = ['--data', dataset] + TINY
-    run_ok(['--outdir', tmp_path] + args)
-    first = only_run_dir(str(tmp_path))
-    res = invoke(['--outdir', tmp_path] + args + ['--cmax=8', '--resume', first])
+def test_resume_with_other_networks_is_refused(tmp_path, dataset, base_run):
+    res = invoke(['--outdir', tmp_path, '--data', dataset] + RESUME_ARGS + ['--cmax=8', '--resume', base_run])
     assert res.exit_code == 2 and '--resume' in res.output and 'channel_max' in res.output
+    assert not os.listdir(tmp_path)
+    # Changes that can continue (here the R1 weight) are only noted.
+    res = invoke(['--outdir', tmp_path, '--data', dataset] + RESUME_ARGS + ['--gamma=1', '--resume', base_run,
+                                                                           '--dry-run'])
+    assert res.exit_code == 0 and 'r1_gamma' in res.output
 
 
-def test_resume_from_network_pickle(tmp_path, dataset):
-    args = ['--data', dataset] + TINY
-    run_ok(['--outdir', tmp_path] + args)
-    pkl = sorted(glob.glob(os.path.join(only_run_dir(str(tmp_path)), 'network-snapshot-*.pkl')))[-1]
+def test_resume_from_network_pickle(tmp_path, dataset, base_run):
+    pkl = sorted(glob.glob(os.path.join(base_run, 'network-snapshot-*.pkl')))[-1]
     # The counter starts at --resume-kimg and --kimg is the total, as in the established tools.
-    run_ok(['--outdir', tmp_path] + args + ['--resume', pkl, '--resume-kimg=1', '--kimg=1.016'])
+    run_ok(['--outdir', tmp_path, '--data', dataset] + RESUME_ARGS + ['--resume', pkl, '--resume-kimg=1',
+                                                                     '--kimg=1.016'])
     run_dir = only_run_dir(str(tmp_path))
     assert run_dir.endswith('-resumecustom')
     assert state_nimg(run_dir) == 1000 + 16
+    with open(os.path.join(run_dir, 'training_options.json')) as f:
+        options = json.load(f)
+    assert options['resume_pkl'] == pkl and options['ema_rampup'] is None
+    assert options['controllers'][0]['speed_kimg'] == 100
 
 
 def test_two_processes_match_one(tmp_path, dataset):
@@ -307,7 +321,7 @@ def test_two_processes_match_one(tmp_path, dataset):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one = newest_pickle(only_run_dir(str(tmp_path / 'g1')))
     two = newest_pickle(only_run_dir(str(tmp_path / 'g2')))
-    assert only_run_dir(str(tmp_path / 'g2')).endswith('-cpu-batch4-apa')
+    assert only_run_dir(str(tmp_path / 'g2')).endswith('-cpu-kimg0.016-batch4-apa')
     for key in ('G', 'D', 'G_ema'):
         a, b = dict(one[key].state_dict()), dict(two[key].state_dict())
         for name in a:
