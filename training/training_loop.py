@@ -229,11 +229,14 @@ def save_image_grid(images: torch.Tensor, path: str, grid_size: Tuple[int, int])
     _atomic_write_bytes(path, buf.getvalue())
 
 
-def _grid_setup(training_set, random_seed: int) -> Tuple[Tuple[int, int], np.ndarray, np.ndarray]:
-    """Picks the sample-grid images: a fixed random selection, grouped by label if any."""
+def _grid_setup(training_set, random_seed: int, max_side: int = 16) -> Tuple[Tuple[int, int], np.ndarray, np.ndarray]:
+    """Picks the sample-grid images: a fixed random selection, grouped by label if any.
+
+    About 1280x720 pixels, 4 to `max_side` images per side.
+    """
     res = training_set.resolution
-    gw = int(np.clip(1280 // res, 4, 16))
-    gh = int(np.clip(720 // res, 4, 16))
+    gw = int(np.clip(1280 // res, 4, max_side))
+    gh = int(np.clip(720 // res, 4, max_side))
     count = gw * gh
     rnd = np.random.RandomState(random_seed)
     order = rnd.permutation(len(training_set))
@@ -608,7 +611,9 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
     named_nets = dict(G=G, D=D, G_ema=G_ema, **{k: v for k, v in head_map.items() if isinstance(v, torch.nn.Module)})
     grid_size = grid_z = grid_c = None
     if rank == 0:
-        grid_size, grid_images, grid_labels = _grid_setup(training_set, c.random_seed)
+        # On a CPU a grid costs G_ema passes that matter at demo scale: at most 8x8 there.
+        grid_size, grid_images, grid_labels = _grid_setup(training_set, c.random_seed,
+                                                          max_side=16 if dev.type == 'cuda' else 8)
         save_image_grid(torch.from_numpy(grid_images).float() / 127.5 - 1, os.path.join(c.run_dir, 'reals.png'),
                         grid_size)
         gen = torch.Generator().manual_seed(c.random_seed)
