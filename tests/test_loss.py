@@ -191,7 +191,7 @@ def test_path_length_value_for_a_linear_generator():
     terms = loss.accumulate_gradients('Greg', torch.zeros(2, 1, 4, 4), torch.zeros(2, 0), torch.randn(2, 3),
                                       torch.zeros(2, 0), 1.0, 0)
     g = (noise.flatten(1) @ loss.G.synthesis.proj.t()).view(2, 4, 2)   # d(img . y)/d ws
-    lengths = g.square().sum(2).mean(1).sqrt()
+    lengths = g.detach().square().sum(2).mean(1).sqrt()
     assert float(loss._pending_pl[0]) == pytest.approx(float(lengths.mean()), rel=1e-5)
     assert float(terms['Loss/G/reg']) == pytest.approx(float(lengths.square().mean()), rel=1e-5)
     del z

@@ -457,3 +457,15 @@ def test_metrics_called_at_snapshots(tmp_path, dataset_zip, monkeypatch):
     rows = [json.loads(x) for x in (run_dir / 'metric-fid50k_full.jsonl').read_text().splitlines()]
     assert rows[0]['results'] == {'fid50k_full': 1.5}
     assert rows[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+
+
+@pytest.mark.gpu
+def test_two_tick_run_on_cuda(tmp_path, dataset_zip):
+    c = with_apa_ada(tiny_config(tmp_path / 'run', dataset_zip, device='cuda', cudnn_benchmark=False))
+    result = tl.training_loop(**c)
+    assert result['cur_nimg'] == 32
+    state = training_state.load_training_state(str(tmp_path / 'run'))
+    assert state['modules']['G']['mapping.w_avg'].device.type == 'cpu'
+    assert state['loss']['latest_fakes'].shape == (8, 1, 16, 16)
+    assert 'gpumem' in (tmp_path / 'run' / 'log.txt').read_text()
+    netfile.load_network_pickle(str(tmp_path / 'run' / 'network-snapshot-000000.pkl'))
