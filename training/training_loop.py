@@ -23,7 +23,7 @@ import os
 import secrets
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import PIL.Image
@@ -319,21 +319,6 @@ def _world(num_gpus: int) -> bool:
     return True
 
 
-def _average_buffers(modules: Sequence[torch.nn.Module], num_gpus: int) -> None:
-    """Averages floating buffers over ranks (they are identical by construction; this keeps
-    them so if a module updates one from local data)."""
-    tensors = [b for m in modules for b in m.buffers() if b.is_floating_point() and b.numel() > 0]
-    if not tensors:
-        return
-    flat = torch.cat([b.detach().flatten() for b in tensors])
-    torch.distributed.all_reduce(flat)
-    flat /= num_gpus
-    offset = 0
-    for b in tensors:
-        b.copy_(flat[offset:offset + b.numel()].view_as(b))
-        offset += b.numel()
-
-
 # ---------------------------------------------------------------------------------------
 # The loop.
 
@@ -454,6 +439,15 @@ def training_loop(
     state_keep: Optional[int] = 2,            # Training-state files to keep, None = all.
 ) -> Dict[str, Any]:
     """Trains a GAN as the config tree describes (one call per process).
+
+    The keywords are the config tree of train.py (see the comments above). With
+    num_gpus > 1, torch.distributed must be initialised and `rank` set; with one process no
+    process group is needed. Extra heads are built as
+    `construct_class_by_name(**head_kwargs, device=..., G=G, D=D, training_set=...)`; a head
+    that is a module with parameters trains in D's main phase with its own optimizer
+    (`head.opt_kwargs`, default D's), and may define `end_step(cur_nimg)`,
+    `state_dict()`/`load_state_dict()` (kept in the training state) and the loss terms of
+    training.loss.
 
     Returns:
         Summary dict: cur_nimg, cur_tick, batch_idx, last snapshot paths.
@@ -660,8 +654,6 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                 p_ema.copy_(p.lerp(p_ema, beta))
             for b_ema, b in zip(G_ema.buffers(), G.buffers()):
                 b_ema.copy_(b)
-            if distributed:
-                _average_buffers([G, D, G_ema], num_gpus)
 
         cur_nimg += batch_size
         batch_idx += 1
@@ -710,6 +702,11 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         # previous state as the newest complete one).
         snapshot_now = c.network_snapshot_ticks is not None and (done or cur_tick % c.network_snapshot_ticks == 0)
         if snapshot_now:
+            # Every update is rank-invariant by construction; verify it where it is cheap.
+            if distributed:
+                for module in [G, D, G_ema, augment_pipe, real_transform]:
+                    if isinstance(module, torch.nn.Module):
+                        misc.check_ddp_consistency(module)
             snapshot_pkl = os.path.join(c.run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
             if rank == 0:
                 data = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
