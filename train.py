@@ -308,7 +308,7 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None,
               help='Training duration in thousands of images  [default: preset]')
 @click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=None,
-              help='Progress-line interval in kimg  [default: 4; cpu: 4]')
+              help='Progress-line interval in kimg  [default: 4; cpu preset: 1]')
 @click.option('--snap', type=click.IntRange(min=1), default=None,
               help='Snapshot (network, samples, state, metrics) interval in ticks  [default: 50]')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')

@@ -60,7 +60,7 @@ def run_case(data_path: str, args: argparse.Namespace, method: str, device: str,
         data_path=data_path, data_name='bench', resolution=args.res, num_images=64, has_labels=False,
         cfg=args.cfg, gpus=1, batch=args.batch, batch_gpu=args.batch_gpu, kimg=args.tick * args.ticks,
         tick=args.tick, snap=10 ** 6, metrics=[], workers=args.workers, device=device, fp32=args.fp32,
-        **METHODS[method])
+        cbase=args.cbase, cmax=args.cmax, **METHODS[method])
     c.run_dir = tempfile.mkdtemp(prefix=f'{method}-', dir=tmp)
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
@@ -90,6 +90,8 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--channels', type=int, default=3, choices=[1, 3], help='image channels (default: 3)')
     parser.add_argument('--batch', type=int, default=None, help='total batch (default: preset)')
     parser.add_argument('--batch-gpu', type=int, default=None, help='micro-batch (default: batch)')
+    parser.add_argument('--cbase', type=int, default=None, help='channel base (default: preset)')
+    parser.add_argument('--cmax', type=int, default=None, help='maximum channels (default: preset)')
     parser.add_argument('--methods', default=','.join(METHODS), help=f'comma-separated from {", ".join(METHODS)}')
     parser.add_argument('--ticks', type=int, default=3, help='ticks per case (default: 3; the first is not timed)')
     parser.add_argument('--tick', type=float, default=0.064, help='kimg per tick (default: 0.064)')
@@ -107,7 +109,8 @@ def main(argv: List[str] = None) -> None:
     if device == 'auto':
         device = 'cpu'
     name = torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f'cfg={args.cfg} res={args.res} batch={args.batch or "preset"} device={name} torch={torch.__version__}')
+    print(f'cfg={args.cfg} res={args.res} batch={args.batch or "preset"} cbase={args.cbase or "preset"} '
+          f'cmax={args.cmax or "preset"} device={name} torch={torch.__version__}')
     print(f'{"method":<18} {"sec/kimg":>10} {"peak GB":>9} {"wall s":>8}')
     with tempfile.TemporaryDirectory() as tmp:
         data = make_dataset(os.path.join(tmp, 'bench.zip'), args.res, args.channels)

@@ -45,9 +45,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # A tiny network that trains on two CPU cores in minutes (the demo and smoke tests).
     # Narrow channels and a short mapping network keep a step cheap; fp32 because float16
     # is much slower on CPUs; no metrics because the detectors are large downloads.
-    'cpu':       dict(ref_gpus=None, kimg=40, mb=16, mbstd=4, fmaps=None, cbase=4096, cmax=128,
+    'cpu':       dict(ref_gpus=None, kimg=12, mb=16, mbstd=4, fmaps=None, cbase=2048, cmax=64,
                       lrate=0.0025, gamma=0.05, ema=2, ramp=0.05, map=2, wdim=128,
-                      tick=4, snap=4, metrics=[], workers=0, fp32=True),
+                      tick=1, snap=4, metrics=[], workers=0, fp32=True),
 }
 
 CFG_NAMES: Tuple[str, ...] = tuple(PRESETS)
