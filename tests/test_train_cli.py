@@ -326,3 +326,15 @@ def test_two_processes_match_one(tmp_path, dataset):
         a, b = dict(one[key].state_dict()), dict(two[key].state_dict())
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=f'{key}.{name}')
+
+
+@pytest.mark.gpu
+def test_two_tick_run_on_cuda_with_mixed_precision(tmp_path, dataset):
+    args = [a for a in TINY if a not in ('--cfg=cpu', '--device=cpu')]
+    run_ok(['--outdir', tmp_path, '--data', dataset, '--cfg=auto', '--device=cuda', '--with-dataaug=1',
+            '--diffaugment=color,translation,cutout'] + args)
+    run_dir = only_run_dir(str(tmp_path))
+    with open(os.path.join(run_dir, 'training_options.json')) as f:
+        options = json.load(f)
+    assert options['device'] == 'cuda' and options['G_kwargs']['synthesis_kwargs']['num_fp16_res'] == 4
+    assert state_nimg(run_dir) == 16
