@@ -312,20 +312,28 @@ def test_resume_from_network_pickle(tmp_path, dataset, base_run):
 
 
 def test_two_processes_match_one(tmp_path, dataset):
-    """--gpus=2 on the CPU (2 processes, gloo) trains like 1 process with the same batch."""
+    """--gpus=2 on the CPU (2 processes, gloo), and torchrun with 2 processes, train like 1 process."""
     common = [sys.executable, 'train.py', '--data', dataset] + TINY + ['--aug=apa', '--batch-gpu=2']
     env = dict(os.environ, OMP_NUM_THREADS='1')
     for gpus in (1, 2):
         proc = subprocess.run(common + ['--outdir', str(tmp_path / f'g{gpus}'), f'--gpus={gpus}'], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The same under torchrun: each process joins from the launcher's variables.
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node=2',
+                f'--master-port={distributed.find_free_port()}']
+    proc = subprocess.run(torchrun + common[1:] + ['--outdir', str(tmp_path / 'tr')], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one = newest_pickle(only_run_dir(str(tmp_path / 'g1')))
-    two = newest_pickle(only_run_dir(str(tmp_path / 'g2')))
     assert only_run_dir(str(tmp_path / 'g2')).endswith('-cpu-kimg0.016-batch4-apa')
-    for key in ('G', 'D', 'G_ema'):
-        a, b = dict(one[key].state_dict()), dict(two[key].state_dict())
-        for name in a:
-            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=f'{key}.{name}')
+    assert len(os.listdir(str(tmp_path / 'tr'))) == 1          # one run directory for both ranks
+    for other in ('g2', 'tr'):
+        two = newest_pickle(only_run_dir(str(tmp_path / other)))
+        for key in ('G', 'D', 'G_ema'):
+            a, b = dict(one[key].state_dict()), dict(two[key].state_dict())
+            for name in a:
+                torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=f'{other} {key}.{name}')
 
 
 @pytest.mark.gpu
