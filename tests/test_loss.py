@@ -238,13 +238,16 @@ def test_heads_add_their_terms():
             self.scale = torch.nn.Parameter(torch.tensor(2.0))
             self.kinds = []
 
-        def d_loss(self, kind, img, c, logits, features, cur_nimg):
+        def d_loss(self, kind, img, raw, c, z, logits, features, cur_nimg):
             self.kinds.append(kind)
             assert features.shape == (img.shape[0], 16)
+            assert raw.shape == img.shape
+            assert (z is None) == (kind == 'real')
             return self.scale * logits.mean()
 
-        def g_loss(self, img, c, logits, features, cur_nimg):
+        def g_loss(self, img, raw, c, z, logits, features, cur_nimg):
             self.kinds.append('g')
+            assert raw.requires_grad and z is not None
             return -logits.mean()
 
     head = Head()

@@ -8,10 +8,13 @@ the three objects it is given, never through names:
 - `real_transform(reals, latest_fakes) -> reals`: changes the real batch before D (APA);
   `latest_fakes` is the detached output of the latest G main pass of the same slot.
 - `heads`: extra discriminator heads (InsGen, vision-aided). Each may define
-  `d_loss(kind, img, c, logits, features, cur_nimg)` (kind 'real' or 'fake', called in the
-  D main passes) and `g_loss(img, c, logits, features, cur_nimg)`; each returns a tensor
-  (per sample or scalar) or None, added to the phase's loss. `img` is the image D saw (after
-  the augment stage), `features` D's map before its epilogue.
+  `d_loss(kind, img, raw, c, z, logits, features, cur_nimg)` (kind 'real' or 'fake', called
+  in the D main passes) and `g_loss(img, raw, c, z, logits, features, cur_nimg)`; each
+  returns a tensor (per sample or scalar) or None, added to the phase's loss. `img` is the
+  image D saw (after the augment stage), `raw` the same image before the augment stage (the
+  generator's output, or the real batch after the real-batch transform; in the G pass
+  gradients reach G through it), `z` the latents of generated images (None for reals),
+  `features` D's map before its epilogue. Heads should accept further keywords (**kwargs).
 
 Running averages (w_avg of the mapping network, the path-length mean) are updated once per
 phase from the per-slot means in slot order (`end_phase`), so they come out the same
@@ -181,8 +184,8 @@ class StyleGAN2Loss:
             loss_G = F.softplus(-logits)
             training_stats.report('Loss/G/loss', loss_G)
             terms['Loss/G/loss'] = loss_G.detach().mean()
-            extra = self._head_terms('g_loss', terms, img=seen, c=gen_c, logits=logits, features=features,
-                                     cur_nimg=cur_nimg)
+            extra = self._head_terms('g_loss', terms, img=seen, raw=gen_img, c=gen_c, z=gen_z, logits=logits,
+                                     features=features, cur_nimg=cur_nimg)
             _backward(loss_G.mean() + extra, gain)
 
         # Path-length regularisation: keep |J^T y| near its running mean (eq. 4 of the paper).
@@ -213,8 +216,8 @@ class StyleGAN2Loss:
             training_stats.report('Loss/signs/fake', logits.sign())
             loss_Dgen = F.softplus(logits)
             terms['Loss/D/fake'] = loss_Dgen.detach().mean()
-            extra = self._head_terms('d_loss', terms, kind='fake', img=seen, c=gen_c, logits=logits,
-                                     features=features, cur_nimg=cur_nimg)
+            extra = self._head_terms('d_loss', terms, kind='fake', img=seen, raw=gen_img, c=gen_c, z=gen_z,
+                                     logits=logits, features=features, cur_nimg=cur_nimg)
             _backward(loss_Dgen.mean() + extra, gain)
 
         # D on reals: softplus(-D(x)) and R1 = gamma/2 |grad_x D(x)|^2, taken w.r.t. the image
@@ -233,8 +236,8 @@ class StyleGAN2Loss:
                 training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
                 terms['Loss/D/real'] = loss_Dreal.detach().mean()
                 total = total + loss_Dreal.mean()
-                total = total + self._head_terms('d_loss', terms, kind='real', img=seen, c=real_c,
-                                                 logits=logits, features=features, cur_nimg=cur_nimg)
+                total = total + self._head_terms('d_loss', terms, kind='real', img=seen, raw=reals, c=real_c,
+                                                 z=None, logits=logits, features=features, cur_nimg=cur_nimg)
             if do_Dr1:
                 r1_grads, = torch.autograd.grad(outputs=[logits.sum()], inputs=[reals], create_graph=True)
                 r1_penalty = r1_grads.square().sum([1, 2, 3])
