@@ -247,7 +247,7 @@ def test_heads_add_their_terms():
 
         def g_loss(self, img, raw, c, z, logits, features, cur_nimg):
             self.kinds.append('g')
-            assert raw.requires_grad and z is not None
+            assert z is not None
             return -logits.mean()
 
     head = Head()
