@@ -14,7 +14,9 @@ the three objects it is given, never through names:
   image D saw (after the augment stage), `raw` the same image before the augment stage (the
   generator's output, or the real batch after the real-batch transform; in the G pass
   gradients reach G through it), `z` the latents of generated images (None for reals),
-  `features` D's map before its epilogue. Heads should accept further keywords (**kwargs).
+  `features` D's map before its epilogue, `slot` the micro-batch index within the step (heads
+  that keep per-step state, such as InsGen's key queues, use it to combine the slots of all
+  ranks in a fixed order). Heads should accept further keywords (**kwargs).
 
 Running averages (w_avg of the mapping network, the path-length mean) are updated once per
 phase from the per-slot means in slot order (`end_phase`), so they come out the same
@@ -22,6 +24,7 @@ whatever the number of processes and, with one slot per step, equal the usual pe
 updates.
 """
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -37,6 +40,18 @@ D_PHASES = ('Dmain', 'Dreg', 'Dboth')
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized() \
         and torch.distributed.get_world_size() > 1
+
+
+def _accepted(fn: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The keywords `fn` takes: all of them with **kwargs, else those it names (so heads
+    written before a keyword was added keep working)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def _backward(loss: torch.Tensor, gain: float) -> None:
@@ -135,7 +150,7 @@ class StyleGAN2Loss:
             fn = getattr(head, method, None)
             if fn is None:
                 continue
-            value = fn(**kwargs)
+            value = fn(**_accepted(fn, kwargs))
             if value is None:
                 continue
             name = getattr(head, 'name', f'head{index}')
@@ -185,7 +200,7 @@ class StyleGAN2Loss:
             training_stats.report('Loss/G/loss', loss_G)
             terms['Loss/G/loss'] = loss_G.detach().mean()
             extra = self._head_terms('g_loss', terms, img=seen, raw=gen_img, c=gen_c, z=gen_z, logits=logits,
-                                     features=features, cur_nimg=cur_nimg)
+                                     features=features, cur_nimg=cur_nimg, slot=slot)
             _backward(loss_G.mean() + extra, gain)
 
         # Path-length regularisation: keep |J^T y| near its running mean (eq. 4 of the paper).
@@ -217,7 +232,7 @@ class StyleGAN2Loss:
             loss_Dgen = F.softplus(logits)
             terms['Loss/D/fake'] = loss_Dgen.detach().mean()
             extra = self._head_terms('d_loss', terms, kind='fake', img=seen, raw=gen_img, c=gen_c, z=gen_z,
-                                     logits=logits, features=features, cur_nimg=cur_nimg)
+                                     logits=logits, features=features, cur_nimg=cur_nimg, slot=slot)
             _backward(loss_Dgen.mean() + extra, gain)
 
         # D on reals: softplus(-D(x)) and R1 = gamma/2 |grad_x D(x)|^2, taken w.r.t. the image
@@ -237,7 +252,8 @@ class StyleGAN2Loss:
                 terms['Loss/D/real'] = loss_Dreal.detach().mean()
                 total = total + loss_Dreal.mean()
                 total = total + self._head_terms('d_loss', terms, kind='real', img=seen, raw=reals, c=real_c,
-                                                 z=None, logits=logits, features=features, cur_nimg=cur_nimg)
+                                                 z=None, logits=logits, features=features, cur_nimg=cur_nimg,
+                                                 slot=slot)
             if do_Dr1:
                 r1_grads, = torch.autograd.grad(outputs=[logits.sum()], inputs=[reals], create_graph=True)
                 r1_penalty = r1_grads.square().sum([1, 2, 3])
