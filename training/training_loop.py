@@ -113,14 +113,14 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
     Without a regularisation interval a network has one 'both' phase; with one, a 'main'
     phase every step and a 'reg' phase every `interval` steps sharing one optimizer with
     rescaled lr and betas. Heads with parameters train in D's main phases with their own
-    optimizer (`head.opt_kwargs`, default D's settings).
+    optimizer (`head.opt_kwargs`, default D's settings), one per trainable part (see
+    `head_trainables`).
 
     Returns:
         List of Phase.
     """
     phases: List[Phase] = []
-    head_modules = [(getattr(h, 'name', f'head{i}'), h) for i, h in enumerate(heads)
-                    if isinstance(h, torch.nn.Module) and any(True for _ in h.parameters())]
+    head_modules = [pair for i, h in enumerate(heads) for pair in head_trainables(h, i)]
     for prefix, net, opt_kwargs, interval in [('G', G, G_opt_kwargs, G_reg_interval),
                                               ('D', D, D_opt_kwargs, D_reg_interval)]:
         extra, extra_opts, extra_names = [], [], []
@@ -141,6 +141,33 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
                                 [prefix] + extra_names))
             phases.append(Phase(f'{prefix}reg', [(prefix, net)], [opt], int(interval), [prefix]))
     return phases
+
+
+def head_trainables(head: Any, index: int) -> List[Tuple[str, torch.nn.Module]]:
+    """The parts of an extra head that its optimizers train, as (name, module) pairs.
+
+    A head may name them with `trainable_modules() -> {key: module}` (each gets its own
+    optimizer, named 'head_<head name>.<key>' in the training state); that keeps frozen parts
+    (a momentum encoder, a pretrained backbone) out of the optimizer and out of the
+    requires_grad switching of the phases. Otherwise a head that is a module is trained as a
+    whole. Parts without parameters are left out.
+    """
+    name = getattr(head, 'name', f'head{index}')
+    if hasattr(head, 'trainable_modules'):
+        parts = [(f'{name}.{key}', module) for key, module in head.trainable_modules().items()]
+    elif isinstance(head, torch.nn.Module):
+        parts = [(name, head)]
+    else:
+        parts = []
+    return [(n, m) for n, m in parts if any(True for _ in m.parameters())]
+
+
+def head_network_modules(head: Any, name: str) -> Dict[str, torch.nn.Module]:
+    """The modules a head adds to network pickles: `head.network_modules()` when it defines
+    it (e.g. InsGen's D_ema and contrastive heads), else the head itself if it is a module."""
+    if hasattr(head, 'network_modules'):
+        return dict(head.network_modules())
+    return {name: head} if isinstance(head, torch.nn.Module) else {}
 
 
 def resolve_module_path(path: str, roots: Dict[str, Any]) -> Any:
@@ -445,9 +472,13 @@ def training_loop(
     process group is needed. Extra heads are built as
     `construct_class_by_name(**head_kwargs, device=..., G=G, D=D, training_set=...)`; a head
     that is a module with parameters trains in D's main phase with its own optimizer
-    (`head.opt_kwargs`, default D's), and may define `end_step(cur_nimg)`,
+    (`head.opt_kwargs`, default D's), and may define `end_step(cur_nimg)` (every rank calls
+    it once per step, after the EMA update; collectives are allowed),
     `state_dict()`/`load_state_dict()` (kept in the training state) and the loss terms of
-    training.loss.
+    training.loss. A head that is not a plain module, or has frozen parts, may define
+    `trainable_modules()` (what its optimizers train), `network_modules()` (what goes into
+    network pickles) and `resume_from_network(data, log)` (called with the loaded pickle
+    after G, D and G_ema took their weights).
 
     Returns:
         Summary dict: cur_nimg, cur_tick, batch_idx, last snapshot paths.
@@ -556,6 +587,11 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                 misc.copy_params_and_buffers(data[name], module, require_all=False)
         _copy_p_values(data.get('augment_pipe'), augment_pipe, log)
         _copy_p_values(data.get('real_transform'), real_transform, log)
+        # Heads take their parts from the pickle, or start from the resumed D where it has
+        # none (a pickle trained without the head).
+        for head in heads:
+            if hasattr(head, 'resume_from_network'):
+                head.resume_from_network(data, log)
 
     loss = dnnlib.construct_class_by_name(device=dev, G=G, D=D, augment_pipe=augment_pipe,
                                           real_transform=real_transform, heads=heads, **(c.loss_kwargs or {}))
@@ -602,7 +638,10 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
 
     # Statistics and run files.
     stats_collector = training_stats.Collector(regex='.*')
-    named_nets = dict(G=G, D=D, G_ema=G_ema, **{k: v for k, v in head_map.items() if isinstance(v, torch.nn.Module)})
+    named_nets = dict(G=G, D=D, G_ema=G_ema)
+    for name, head in head_map.items():
+        for key, module in head_network_modules(head, name).items():
+            named_nets.setdefault(key, module)
     grid_size = grid_z = grid_c = None
     if rank == 0:
         # On a CPU a grid costs G_ema passes that matter at demo scale: at most 8x8 there.
@@ -713,8 +752,8 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                             real_transform=real_transform if isinstance(real_transform, torch.nn.Module) else None,
                             training_set_kwargs=dict(c.training_set_kwargs))
                 for name, head in head_map.items():
-                    if isinstance(head, torch.nn.Module) and name not in data:
-                        data[name] = head
+                    for key, module in head_network_modules(head, name).items():
+                        data.setdefault(key, module)
                 netfile.save_network_pickle(snapshot_pkl, _cpu_copies(data))
             state_dict = _collect_state(c, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
                                         real_transform=real_transform, head_map=head_map,
