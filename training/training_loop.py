@@ -127,6 +127,8 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
         if prefix == 'D':
             for name, head in head_modules:
                 head_kwargs = dict(getattr(head, 'opt_kwargs', None) or opt_kwargs)
+                if 'betas' in head_kwargs:  # JSON may give [0, 0.99]; Adam wants two floats.
+                    head_kwargs['betas'] = [float(b) for b in head_kwargs['betas']]
                 extra.append((name, head))
                 extra_opts.append(dnnlib.construct_class_by_name(params=head.parameters(), **head_kwargs))
                 extra_names.append(f'head_{name}')
