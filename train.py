@@ -336,6 +336,17 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
               help='ADA pipeline for --aug=ada or --with-dataaug  [default: bgc]')
 @click.option('--diffaugment', metavar='POLICY', default=None,
               help='Add DiffAugment with this policy, e.g. color,translation,cutout')
+# InsGen (instance discrimination heads).
+@click.option('--insgen', **_BOOL, help='Add InsGen\'s real- and fake-instance contrastive heads to D')
+@click.option('--rqs', type=click.IntRange(min=1), default=None,
+              help='InsGen real-key queue size  [default: 5% of the training images, x2 with --mirror]')
+@click.option('--fqs', type=click.IntRange(min=1), default=None,
+              help='InsGen fake-key queue size  [default: 5% of the training images, x2 with --mirror]')
+@click.option('--insgen-temp', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='InsGen InfoNCE temperature  [default: 0.2]')
+@click.option('--insgen-weights', metavar='REAL,FAKE,G', default=None,
+              help='InsGen loss weights: real- and fake-instance (D step), diversity (G step)  [default: 1,1,0.1]')
+@click.option('--no-cl-on-g', **_BOOL, help='Drop InsGen\'s diversity term from the G step')
 # Resume and transfer learning.
 @click.option('--resume', metavar='PKL|DIR|PT', default=None,
               help='Network pickle (weights and augment p), or run directory / training-state file (exact continuation)')
@@ -452,6 +463,8 @@ def _print_summary(c: dnnlib.EasyDict, info: dnnlib.EasyDict, run_dir: str) -> N
         methods.append('APA' + (f' (fixed p={c.real_transform_kwargs.p:g})' if not c.controllers else ''))
     for aug in (c.augment_kwargs or {}).get('augments', []):
         methods.append(aug.class_name.rsplit('.', 1)[-1])
+    for head in c.get('heads_kwargs') or []:
+        methods.append(head['class_name'].rsplit('.', 1)[-1])
     lines = [
         ('Output directory', run_dir),
         ('Training data', ts.path),

@@ -73,6 +73,11 @@ ADA_CLASS = 'training.augment.ada.AugmentPipe'
 DIFFAUG_CLASS = 'training.augment.diffaugment.DiffAugment'
 APA_CLASS = 'training.augment.apa.PseudoAugment'
 CONTROLLER_CLASS = 'training.augment.adaptive.AdaptiveP'
+INSGEN_CLASS = 'training.heads.insgen.InsGen'
+INSGEN_DEFAULT_WEIGHTS = (1.0, 1.0, 0.1)  # real-instance, fake-instance (D step), diversity (G step).
+INSGEN_QUEUE_FRACTION = 0.05               # Default queue sizes: 5% of the training images.
+INSGEN_AUG_P = 0.5                          # p of InsGen's positive view without an adaptive ADA p.
+INSGEN_MODULE = 'insgen.augment_pipe'       # Its pipeline, as a controller module path.
 
 # Module paths the loop resolves for the adaptive controllers.
 APA_MODULE = 'real_transform'
@@ -193,6 +198,12 @@ def build(*,
           mbstd_group: Optional[int] = None,
           glr: Optional[float] = None,
           dlr: Optional[float] = None,
+          insgen: bool = False,
+          rqs: Optional[int] = None,
+          fqs: Optional[int] = None,
+          insgen_temp: Optional[float] = None,
+          insgen_weights: Any = None,
+          no_cl_on_g: bool = False,
           check_metrics: bool = True,
           ) -> Tuple[dnnlib.EasyDict, str]:
     """Builds the config tree and the run-directory description from options.
@@ -217,6 +228,8 @@ def build(*,
         resume_kimg: Image count (kimg) a network-pickle resume starts from.
         resume_state: Training-state file to continue from exactly.
         device: 'cpu' or 'cuda'.
+        insgen, rqs, fqs, insgen_temp, insgen_weights, no_cl_on_g: InsGen's options (see
+            `_insgen_config`).
         check_metrics: Validate metric names against the metrics registry.
 
     Returns:
@@ -357,6 +370,12 @@ def build(*,
     desc += _method_desc(aug=aug, p=p, target=target, with_dataaug=with_dataaug, ada_own_p=ada_own_p,
                          ada_target=ada_target, augpipe=augpipe, diffaugment=diffaugment)
     c.heads_kwargs = []
+    insgen_head = _insgen_config(c, insgen=insgen, rqs=rqs, fqs=fqs, temp=insgen_temp, weights=insgen_weights,
+                                 no_cl_on_g=no_cl_on_g, num_images=num_images, subset=subset, mirror=mirror,
+                                 aug=aug, p=p, with_dataaug=with_dataaug, augpipe=augpipe)
+    if insgen_head is not None:
+        c.heads_kwargs.append(insgen_head)
+        desc += '-insgen'
 
     # ---- Resume and transfer learning.
     if resume_pkl is not None and resume_state is not None:
@@ -474,6 +493,66 @@ def _method_config(c: dnnlib.EasyDict, *, aug: str, p: Optional[float], target: 
     if ada_own_p:
         c.controllers.append(_controller('ada', DEFAULT_TARGET if ada_target is None else ada_target, speed,
                                          [ADA_MODULE]))
+
+
+def parse_insgen_weights(value: Any) -> Optional[Tuple[float, float, float]]:
+    """`--insgen-weights`: 'REAL,FAKE,G' (or a sequence of 3 numbers) -> a tuple; None stays None."""
+    if value is None:
+        return None
+    parts = value.split(',') if isinstance(value, str) else list(value)
+    try:
+        weights = tuple(float(x) for x in parts)
+    except (TypeError, ValueError):
+        weights = ()
+    if len(weights) != 3 or not all(w >= 0 for w in weights):
+        raise ConfigError('--insgen-weights', f'expected three non-negative numbers REAL,FAKE,G (e.g. 1,1,0.1), '
+                                              f'got {value!r}')
+    return weights
+
+
+def _insgen_config(c: dnnlib.EasyDict, *, insgen: bool, rqs: Optional[int], fqs: Optional[int],
+                   temp: Optional[float], weights: Any, no_cl_on_g: bool, num_images: int, subset: Optional[int],
+                   mirror: bool, aug: str, p: Optional[float], with_dataaug: bool,
+                   augpipe: Optional[str]) -> Optional[dnnlib.EasyDict]:
+    """The InsGen head entry of `heads_kwargs`, or None without --insgen.
+
+    Queues default to 5% of the training images (after --subset, doubled by --mirror). The
+    positive view's ADA pipeline (the run's --augpipe, default bgc) joins the controller of
+    the run's ADA p when there is one, takes --p with --aug=fixed --with-dataaug, and is held
+    at 0.5 otherwise.
+    """
+    given = [flag for flag, v in [('--rqs', rqs), ('--fqs', fqs), ('--insgen-temp', temp),
+                                  ('--insgen-weights', weights), ('--no-cl-on-g', no_cl_on_g or None)]
+             if v is not None]
+    if not insgen:
+        if given:
+            raise ConfigError(given[0], 'only applies with --insgen=1')
+        return None
+    for flag, value in [('--rqs', rqs), ('--fqs', fqs)]:
+        if value is not None and value < 1:
+            raise ConfigError(flag, f'must be at least 1, got {value}')
+    if temp is not None and not temp > 0:
+        raise ConfigError('--insgen-temp', f'must be positive, got {temp}')
+    real_w, fake_w, g_w = parse_insgen_weights(weights) or INSGEN_DEFAULT_WEIGHTS
+    if no_cl_on_g:
+        g_w = 0.0
+    images = min(num_images, subset or num_images) * (2 if mirror else 1)
+    default_size = max(1, int(round(INSGEN_QUEUE_FRACTION * images)))
+
+    # Positive view's p: share the run's adaptive ADA p when a controller drives one.
+    aug_p = INSGEN_AUG_P
+    shared = False
+    for ctrl in c.controllers:
+        if ADA_MODULE in ctrl.modules:
+            ctrl.modules.append(INSGEN_MODULE)
+            shared = True
+    if not shared and aug == 'fixed' and with_dataaug:
+        aug_p = float(p)
+    return dnnlib.EasyDict(
+        class_name=INSGEN_CLASS, real_queue_size=int(rqs if rqs is not None else default_size),
+        fake_queue_size=int(fqs if fqs is not None else default_size), temperature=float(temp if temp is not None else 0.2),
+        real_weight=real_w, fake_weight=fake_w, g_weight=g_w, augpipe=augpipe or DEFAULT_AUGPIPE,
+        aug_p=aug_p)
 
 
 def _method_desc(*, aug: str, p: Optional[float], target: Optional[float], with_dataaug: bool, ada_own_p: bool,
