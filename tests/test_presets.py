@@ -296,3 +296,35 @@ def test_tree_is_json_and_make_config_matches_build():
     c2.G_kwargs.mapping_kwargs.num_layers = 99
     assert c.G_kwargs.mapping_kwargs.num_layers == 2
     assert presets.PRESETS['low_shot']['map'] == 2
+
+
+def test_insgen_head_entry():
+    c, desc = build(cfg='paper256', insgen=True, mirror=True, subset=2000)
+    head, = c.heads_kwargs
+    # 5% of the training images: 2000 after --subset, doubled by --mirror.
+    assert head.class_name == presets.INSGEN_CLASS and desc.endswith('-insgen')
+    assert (head.real_queue_size, head.fake_queue_size) == (200, 200)
+    assert (head.temperature, head.real_weight, head.fake_weight, head.g_weight) == (0.2, 1.0, 1.0, 0.1)
+    assert head.aug_p == presets.INSGEN_AUG_P          # plain APA: no ADA p to follow
+    c = build(insgen=True, rqs=64, fqs=32, insgen_temp=0.07, insgen_weights='1,0.5,0.2', aug='ada')[0]
+    head = c.heads_kwargs[0]
+    assert (head.real_queue_size, head.fake_queue_size, head.temperature) == (64, 32, 0.07)
+    assert (head.real_weight, head.fake_weight, head.g_weight) == (1.0, 0.5, 0.2)
+    # The positive view's pipe follows the run's adaptive ADA p.
+    assert c.controllers[0].modules == [presets.ADA_MODULE, presets.INSGEN_MODULE]
+    assert build(insgen=True, no_cl_on_g=True)[0].heads_kwargs[0].g_weight == 0
+    assert build(insgen=True, aug='fixed', p=0.3, with_dataaug=True)[0].heads_kwargs[0].aug_p == 0.3
+    json.dumps(presets.to_plain(c))
+
+
+@pytest.mark.parametrize('kw,flag', [
+    (dict(rqs=10), '--rqs'), (dict(insgen_temp=0.1), '--insgen-temp'), (dict(no_cl_on_g=True), '--no-cl-on-g'),
+    (dict(insgen=True, rqs=0), '--rqs'), (dict(insgen=True, insgen_temp=0), '--insgen-temp'),
+    (dict(insgen=True, insgen_weights='1,1'), '--insgen-weights'),
+    (dict(insgen=True, insgen_weights='1,x,1'), '--insgen-weights'),
+    (dict(insgen=True, insgen_weights='1,-1,1'), '--insgen-weights'),
+])
+def test_insgen_errors_name_the_flag(kw, flag):
+    with pytest.raises(presets.ConfigError) as info:
+        build(**kw)
+    assert info.value.flag == flag
