@@ -140,7 +140,11 @@ class Backbone(torch.nn.Module):
             BackboneError: names missing / unexpected tensors and the file.
         """
         converted = self.convert_state_dict(state)
-        result = self.net.load_state_dict(converted, strict=False)
+        try:
+            result = self.net.load_state_dict(converted, strict=False)
+        except RuntimeError as e:   # Shape mismatches.
+            raise BackboneError(f'{source} does not fit the {type(self).__name__} architecture: '
+                               f'{" ".join(str(e).split())}') from e
         if result.missing_keys or result.unexpected_keys:
             raise BackboneError(
                 f'{source} does not fit the {type(self).__name__} architecture: missing '

@@ -226,6 +226,7 @@ class VisionAidedHead(torch.nn.Module):
         self.opt_kwargs = dict(class_name='torch.optim.Adam', lr=float(lr), betas=[0, 0.99], eps=1e-8)
         shapes = {n: backbones_lib.get_spec(n).feature_shapes() for n in names}
         self.disc = CVDiscriminator(shapes, multilevel=multilevel, hidden=hidden).requires_grad_(False)
+        self.disc.opt_kwargs = self.opt_kwargs   # The loop reads it from the trainable part.
         self.aug = AugmentStage(augment_specs(aug)).train().requires_grad_(False)
         # A plain dict: the backbones are not submodules (see the module docstring).
         self.backbones = backbones_lib.build_backbones(names, weights, device)
@@ -252,7 +253,7 @@ class VisionAidedHead(torch.nn.Module):
         """Takes the heads from a network pickle that has matching ones; else keeps the new ones."""
         src = data.get(PICKLE_KEY)
         if not isinstance(src, torch.nn.Module):
-            log(f'Vision-aided heads: {PICKLE_KEY} not in the network pickle; starting them fresh.')
+            log(f'Vision-aided heads: {PICKLE_KEY} not in the network pickle; starting fresh.')
             return
         if getattr(src, 'feature_shapes', None) != self.disc.feature_shapes or \
                 getattr(src, 'multilevel', None) != self.disc.multilevel:
