@@ -170,11 +170,11 @@ def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str
     try:
         names = backbones_lib.parse_backbones(candidates)
     except (KeyError, ValueError) as e:
-        raise click.BadParameter(str(e).strip('"\''), param_hint='--cv') from e
+        raise click.BadParameter(str(e.args[0] if e.args else e), param_hint='--cv') from e
     try:
         weights = backbones_lib.parse_weights(cv_weights)
     except (KeyError, ValueError) as e:
-        raise click.BadParameter(str(e).strip('"\''), param_hint='--cv-weights') from e
+        raise click.BadParameter(str(e.args[0] if e.args else e), param_hint='--cv-weights') from e
     dev = _resolve_device(device)
     if not os.path.exists(network_path):
         raise click.BadParameter(f'{network_path}: no such file', param_hint='--network')

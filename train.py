@@ -38,6 +38,7 @@ import torch
 import dnnlib
 from torch_utils import distributed
 from training import presets
+from training.heads import vision_aided
 
 ADA_PIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 STATE_GLOB = 'training-state-*.pt'
@@ -285,6 +286,14 @@ def _check_diffaugment(policy: Optional[str]) -> None:
         raise click.BadParameter(str(e), param_hint='--diffaugment')
 
 
+def _check_cv_weights(items) -> None:
+    """--cv-weights files must exist (names are checked with the config tree)."""
+    for item in items or ():
+        name, _, path = str(item).partition('=')
+        if path and path != 'random' and not os.path.isfile(path):
+            raise click.BadParameter(f'{name}={path}: no such file', param_hint='--cv-weights')
+
+
 # ---------------------------------------------------------------------------------------
 # Command line.
 
@@ -347,6 +356,19 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
 @click.option('--insgen-weights', metavar='REAL,FAKE,G', default=None,
               help='InsGen loss weights: real- and fake-instance (D step), diversity (G step)  [default: 1,1,0.1]')
 @click.option('--no-cl-on-g', **_BOOL, help='Drop InsGen\'s diversity term from the G step')
+# Vision-aided discriminator (frozen pretrained backbones with trainable heads).
+@click.option('--cv', metavar='LIST', default=None,
+              help='Vision-aided backbones joined with "+": clip, dino, swin, vgg16 (e.g. clip+dino)')
+@click.option('--cv-loss', type=click.Choice(vision_aided.LOSS_NAMES), default=None,
+              help='Vision-aided loss  [default: multilevel_sigmoid_s]')
+@click.option('--cv-warmup', type=click.IntRange(min=0), default=None, metavar='NIMG',
+              help='Images before the vision-aided loss switches on  [default: 500000]')
+@click.option('--cv-aug', metavar='ada|diffaug:POLICY', default=None,
+              help='Augmentation before the backbones: own adaptive ADA (target 0.3) or a DiffAugment policy; '
+                   'cutout always  [default: ada]')
+@click.option('--cv-weights', metavar='NAME=PATH', multiple=True,
+              help='Local weights file of a backbone instead of the official download (repeatable); '
+                   'NAME=random keeps random weights (tests)')
 # Resume and transfer learning.
 @click.option('--resume', metavar='PKL|DIR|PT', default=None,
               help='Network pickle (weights and augment p), or run directory / training-state file (exact continuation)')
@@ -418,6 +440,7 @@ def main(**opts):
         metricdata_path = _resolve_data(metricdata, '--metricdata')
         inspect_dataset(metricdata_path, '--metricdata', resolution=info.resolution)
     _check_diffaugment(opts.diffaugment)
+    _check_cv_weights(opts.cv_weights)
     try:
         metrics = presets.parse_metrics(opts.pop('metrics'))
     except presets.ConfigError as e:

@@ -74,6 +74,11 @@ DIFFAUG_CLASS = 'training.augment.diffaugment.DiffAugment'
 APA_CLASS = 'training.augment.apa.PseudoAugment'
 CONTROLLER_CLASS = 'training.augment.adaptive.AdaptiveP'
 INSGEN_CLASS = 'training.heads.insgen.InsGen'
+CV_CLASS = 'training.heads.vision_aided.VisionAidedHead'
+CV_MODULE = 'cv.aug.ada'                  # The vision-aided branch's own ADA pipe (controller path).
+CV_DEFAULT_LOSS = 'multilevel_sigmoid_s'
+CV_DEFAULT_WARMUP = 500_000               # Images before the vision-aided loss switches on.
+CV_DEFAULT_AUG = 'ada'
 INSGEN_DEFAULT_WEIGHTS = (1.0, 1.0, 0.1)  # real-instance, fake-instance (D step), diversity (G step).
 INSGEN_QUEUE_FRACTION = 0.05               # Default queue sizes: 5% of the training images.
 INSGEN_AUG_P = 0.5                          # p of InsGen's positive view without an adaptive ADA p.
@@ -204,6 +209,11 @@ def build(*,
           insgen_temp: Optional[float] = None,
           insgen_weights: Any = None,
           no_cl_on_g: bool = False,
+          cv: Optional[str] = None,
+          cv_loss: Optional[str] = None,
+          cv_warmup: Optional[int] = None,
+          cv_aug: Optional[str] = None,
+          cv_weights: Sequence[str] = (),
           check_metrics: bool = True,
           ) -> Tuple[dnnlib.EasyDict, str]:
     """Builds the config tree and the run-directory description from options.
@@ -230,6 +240,7 @@ def build(*,
         device: 'cpu' or 'cuda'.
         insgen, rqs, fqs, insgen_temp, insgen_weights, no_cl_on_g: InsGen's options (see
             `_insgen_config`).
+        cv, cv_loss, cv_warmup, cv_aug, cv_weights: The vision-aided options (see `_cv_config`).
         check_metrics: Validate metric names against the metrics registry.
 
     Returns:
@@ -376,6 +387,11 @@ def build(*,
     if insgen_head is not None:
         c.heads_kwargs.append(insgen_head)
         desc += '-insgen'
+    cv_head = _cv_config(c, cv=cv, loss=cv_loss, warmup=cv_warmup, aug=cv_aug, weights=cv_weights, lr=lr_d,
+                         from_pickle=(resume_pkl is not None))
+    if cv_head is not None:
+        c.heads_kwargs.append(cv_head)
+        desc += '-cv-' + '-'.join(cv_head.backbones)
 
     # ---- Resume and transfer learning.
     if resume_pkl is not None and resume_state is not None:
@@ -553,6 +569,51 @@ def _insgen_config(c: dnnlib.EasyDict, *, insgen: bool, rqs: Optional[int], fqs:
         fake_queue_size=int(fqs if fqs is not None else default_size), temperature=float(temp if temp is not None else 0.2),
         real_weight=real_w, fake_weight=fake_w, g_weight=g_w, augpipe=augpipe or DEFAULT_AUGPIPE,
         aug_p=aug_p)
+
+
+def _cv_config(c: dnnlib.EasyDict, *, cv: Optional[str], loss: Optional[str], warmup: Optional[int],
+               aug: Optional[str], weights: Sequence[str], lr: float, from_pickle: bool) -> Optional[dnnlib.EasyDict]:
+    """The vision-aided head entry of `heads_kwargs`, or None without --cv.
+
+    --cv-aug=ada adds the branch's own adaptive controller (target 0.3, on the sign of the
+    heads' real logits) driving the head's own ADA pipe ('cv.aug.ada').
+    """
+    given = [flag for flag, v in [('--cv-loss', loss), ('--cv-warmup', warmup), ('--cv-aug', aug),
+                                  ('--cv-weights', tuple(weights or ()) or None)] if v is not None]
+    if cv is None:
+        if given:
+            raise ConfigError(given[0], 'only applies with --cv (the backbone list)')
+        return None
+    from training.heads import backbones, vision_aided  # pylint: disable=import-outside-toplevel
+    try:
+        names = backbones.parse_backbones(cv)
+    except (KeyError, ValueError) as e:
+        raise ConfigError('--cv', str(e.args[0] if e.args else e)) from e
+    loss = CV_DEFAULT_LOSS if loss is None else loss
+    if loss not in vision_aided.LOSS_NAMES:
+        raise ConfigError('--cv-loss', f'unknown loss {loss!r}; choose one of {", ".join(vision_aided.LOSS_NAMES)}')
+    warmup = CV_DEFAULT_WARMUP if warmup is None else warmup
+    if warmup < 0:
+        raise ConfigError('--cv-warmup', f'must be a non-negative number of images, got {warmup}')
+    aug = CV_DEFAULT_AUG if aug is None else aug
+    try:
+        vision_aided.augment_specs(aug)
+    except ValueError as e:
+        raise ConfigError('--cv-aug', str(e)) from e
+    try:
+        weight_files = backbones.parse_weights(weights)
+    except (KeyError, ValueError) as e:
+        raise ConfigError('--cv-weights', str(e.args[0] if e.args else e)) from e
+    extra = sorted(set(weight_files) - set(names))
+    if extra:
+        raise ConfigError('--cv-weights', f'names {", ".join(extra)}, which --cv={cv} does not list')
+    if aug == 'ada':
+        speed = RESUME_SPEED_KIMG if from_pickle else DEFAULT_SPEED_KIMG
+        ctrl = _controller('cv', vision_aided.ADA_TARGET, speed, [CV_MODULE])
+        ctrl.stat = vision_aided.SIGN_STAT
+        c.controllers.append(ctrl)
+    return dnnlib.EasyDict(class_name=CV_CLASS, backbones=names, loss=loss, warmup_nimg=int(warmup), aug=aug,
+                           weights=weight_files, lr=float(lr))
 
 
 def _method_desc(*, aug: str, p: Optional[float], target: Optional[float], with_dataaug: bool, ada_own_p: bool,
