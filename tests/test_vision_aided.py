@@ -359,3 +359,85 @@ def test_multiple_backbones_sum_their_losses():
             tiny_head(weights={TINY: 'random', 'swin': 'x'})
     finally:
         B.BACKBONES.pop('vgg16_tiny2', None)
+
+
+# ---------------------------------------------------------------------------------------
+# train.py end to end (in this process, so the test backbone is registered).
+
+TRAIN_TINY = ['--cfg=cpu', '--cbase=256', '--cmax=16', '--map=1', '--batch=4', '--kimg=0.016', '--tick=0.008',
+              '--snap=2', '--workers=0', '--metrics=none', '--device=cpu']
+CV_TINY = [f'--cv={TINY}', f'--cv-weights={TINY}=random', '--cv-warmup=0']
+
+
+@pytest.fixture(scope='module')
+def blobs(tmp_path_factory):
+    """A 16x16 grayscale zip of 32 soft blobs."""
+    from training.dataset import DatasetWriter
+    path = str(tmp_path_factory.mktemp('data') / 'blobs.zip')
+    rng = np.random.RandomState(1)
+    yy, xx = np.mgrid[0:16, 0:16]
+    with DatasetWriter(path) as w:
+        for _ in range(32):
+            cy, cx = rng.uniform(4, 12, size=2)
+            w.add((255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)).astype(np.uint8))
+    return path
+
+
+def train(args):
+    import glob
+    import os
+    from click.testing import CliRunner
+    import train as train_cli
+    res = CliRunner().invoke(train_cli.main, [str(a) for a in args], catch_exceptions=True)
+    if res.exit_code != 0:
+        raise AssertionError(f'train.py failed ({res.exit_code}):\n{res.output}\n{res.exception!r}') from res.exception
+    outdir = args[args.index('--outdir') + 1]
+    run_dir = sorted(d for d in glob.glob(os.path.join(str(outdir), '*')) if os.path.isdir(d))[-1]
+    return run_dir
+
+
+def run_files(run_dir):
+    import glob
+    import json
+    import os
+    import train as train_cli
+    state = torch.load(train_cli.find_training_state(run_dir), map_location='cpu', weights_only=True)
+    pkl = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))[-1]
+    with open(os.path.join(run_dir, 'stats.jsonl'), encoding='utf-8') as f:
+        stats = [json.loads(line) for line in f]
+    return state, netfile.load_network_pickle(pkl), stats
+
+
+def test_two_tick_train_run_with_cv(tmp_path, blobs):
+    run_dir = train(['--outdir', tmp_path / 'runs', '--data', blobs] + TRAIN_TINY + CV_TINY)
+    assert run_dir.endswith(f'-cv-{TINY}')
+    state, net, stats = run_files(run_dir)
+    assert state['progress']['cur_nimg'] == 16
+    # Own optimizer, own adaptive p, heads in the state and the pickle; no backbone anywhere.
+    assert 'head_cv.disc' in state['optimizers']
+    assert [c for c in state['controllers']] and len(state['controllers']) == 2   # APA's and the branch's
+    head_state = state['modules']['heads']['cv']
+    assert 'aug.ada.p' in head_state and not any('backbone' in k or 'features' in k for k in head_state)
+    assert isinstance(net[V.PICKLE_KEY], V.CVDiscriminator)
+    fresh = tiny_head().disc   # another init: training moved the heads
+    assert not torch.equal(net[V.PICKLE_KEY].heads[TINY][0][0].weight, fresh.heads[TINY][0][0].weight)
+    last = stats[-1]
+    for key in ('Loss/cv/g_loss', 'Loss/cv/d_loss_real', 'Loss/cv/d_loss_fake', V.SIGN_STAT, 'Progress/cv_p'):
+        assert key in last and np.isfinite(last[key]['mean']), key
+
+
+def test_two_tick_full_combination(tmp_path, blobs):
+    """APA + ADA (--with-dataaug) + DiffAugment + InsGen + vision-aided heads together."""
+    args = ['--outdir', tmp_path / 'runs', '--data', blobs, '--aug=apa', '--with-dataaug=1',
+            '--diffaugment=color,translation,cutout', '--insgen=1', f'--cv-aug=diffaug:color,translation']
+    run_dir = train(args + TRAIN_TINY + CV_TINY)
+    state, net, stats = run_files(run_dir)
+    assert state['progress']['cur_nimg'] == 16
+    assert {'head_cv.disc'} <= set(state['optimizers']) and len(state['optimizers']) >= 4
+    assert V.PICKLE_KEY in net
+    last = stats[-1]
+    cv_keys = [k for k in last if k.startswith('Loss/cv/')]
+    other_heads = [k for k in last if k.startswith('Loss/') and '/cv/' not in k and k.count('/') >= 2
+                   and k.split('/')[1] not in ('G', 'D', 'scores', 'signs')]
+    assert cv_keys and other_heads, sorted(last)
+    assert all(np.isfinite(last[k]['mean']) for k in cv_keys + other_heads)
