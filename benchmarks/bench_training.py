@@ -41,6 +41,13 @@ METHODS: Dict[str, Dict[str, Any]] = {
     'diffaug': dict(aug='noaug', diffaugment=DIFFAUG_POLICY),
     'apa+ada': dict(aug='apa', with_dataaug=True),
     'apa+ada+diffaug': dict(aug='apa', with_dataaug=True, diffaugment=DIFFAUG_POLICY),
+    'insgen': dict(aug='noaug', insgen=True),
+    'ada+insgen': dict(aug='ada', insgen=True),
+    # Vision-aided heads, one backbone each (random weights: the cost is the same).
+    **{f'cv-{name}': dict(aug='noaug', cv=name, cv_weights=[f'{name}=random'], cv_warmup=0)
+       for name in ('vgg16', 'clip', 'dino', 'swin')},
+    'full': dict(aug='apa', with_dataaug=True, diffaugment=DIFFAUG_POLICY, insgen=True, cv='clip',
+                 cv_weights=['clip=random'], cv_warmup=0),
 }
 
 
