@@ -441,3 +441,20 @@ def test_two_tick_full_combination(tmp_path, blobs):
                    and k.split('/')[1] not in ('G', 'D', 'scores', 'signs')]
     assert cv_keys and other_heads, sorted(last)
     assert all(np.isfinite(last[k]['mean']) for k in cv_keys + other_heads)
+
+
+def test_resume_with_cv_continues_exactly(tmp_path, blobs):
+    """2 ticks + resume for 2 more == 4 ticks in one go: G, D, the heads and the branch's p."""
+    args = ['--data', blobs] + TRAIN_TINY + CV_TINY + ['--cv-aug=ada']
+    base = train(['--outdir', tmp_path / 'base'] + args)
+    longer = [a for a in args if not a.startswith('--kimg')] + ['--kimg=0.032']
+    full = train(['--outdir', tmp_path / 'full'] + longer)
+    resumed = train(['--outdir', tmp_path / 'part'] + longer + ['--resume', base])
+    (s_full, n_full, _), (s_res, n_res, _) = run_files(full), run_files(resumed)
+    assert s_res['progress']['cur_nimg'] == s_full['progress']['cur_nimg'] == 32
+    for key in ('G', 'D', V.PICKLE_KEY):
+        a, b = n_full[key].state_dict(), n_res[key].state_dict()
+        for name in a:
+            assert torch.equal(a[name], b[name]), f'{key}.{name} differs after resume'
+    for name, value in s_full['modules']['heads']['cv'].items():
+        assert torch.equal(value, s_res['modules']['heads']['cv'][name]), name
