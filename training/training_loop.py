@@ -120,13 +120,15 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
         List of Phase.
     """
     phases: List[Phase] = []
-    head_modules = [pair for i, h in enumerate(heads) for pair in head_trainables(h, i)]
+    # Optimizer settings: the trainable part's `opt_kwargs`, else its head's, else D's.
+    head_modules = [(name, part, getattr(part, 'opt_kwargs', None) or getattr(h, 'opt_kwargs', None))
+                    for i, h in enumerate(heads) for name, part in head_trainables(h, i)]
     for prefix, net, opt_kwargs, interval in [('G', G, G_opt_kwargs, G_reg_interval),
                                               ('D', D, D_opt_kwargs, D_reg_interval)]:
         extra, extra_opts, extra_names = [], [], []
         if prefix == 'D':
-            for name, head in head_modules:
-                head_kwargs = dict(getattr(head, 'opt_kwargs', None) or opt_kwargs)
+            for name, head, head_opt_kwargs in head_modules:
+                head_kwargs = dict(head_opt_kwargs or opt_kwargs)
                 if 'betas' in head_kwargs:  # JSON may give [0, 0.99]; Adam wants two floats.
                     head_kwargs['betas'] = [float(b) for b in head_kwargs['betas']]
                 extra.append((name, head))
