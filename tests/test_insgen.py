@@ -379,3 +379,20 @@ def test_two_processes_match_one(tmp_path, dataset):
     one = netfile.load_network_pickle(newest(only_run_dir(tmp_path / 'g1')))
     two = netfile.load_network_pickle(newest(only_run_dir(tmp_path / 'g2')))
     assert_same_modules(one, two, ('G', 'D', 'G_ema', 'D_ema', 'insgen'), exact=False)
+
+
+def test_phases_train_only_the_heads_with_their_own_optimizers():
+    from training import training_loop  # pylint: disable=import-outside-toplevel
+    G, D = tiny_nets()
+    opt = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+    head = make_head(G, D)
+    phases = training_loop.build_phases(G, D, opt, opt, 4, 16, heads=[head])
+    dmain = next(p for p in phases if p.name == 'Dmain')
+    assert dmain.opt_names == ['D', 'head_insgen.real', 'head_insgen.fake']
+    trained = {id(p) for o in dmain.opts[1:] for g in o.param_groups for p in g['params']}
+    assert trained == {id(p) for p in head.heads.real.parameters()} | {id(p) for p in head.heads.fake.parameters()}
+    # D's settings without the lazy-regularisation rescaling; a head's own settings win.
+    assert dmain.opts[1].param_groups[0]['lr'] == 0.002 and dmain.opts[1].param_groups[0]['betas'] == (0.0, 0.99)
+    own = make_head(G, D, opt_kwargs=dict(opt, lr=0.01))
+    dmain = next(p for p in training_loop.build_phases(G, D, opt, opt, 4, 16, heads=[own]) if p.name == 'Dmain')
+    assert dmain.opts[1].param_groups[0]['lr'] == 0.01
