@@ -12,7 +12,8 @@ heads (MoCo-style, He et al. 2020):
 - G diversity term (G step): the fake-instance loss of aug(G(z)) against D_ema(aug'(G(z))),
   head frozen, weight 0.1; gradients reach G through D.
 
-InfoNCE with temperature 0.2 (eq. 1 of the paper): -log(exp(q.k+/t) / sum_k exp(q.k/t)).
+InfoNCE (van den Oord et al. 2018, as used by MoCo) with temperature 0.2:
+-log(exp(q.k+/t) / sum_k exp(q.k/t)), the sum over the positive and the queued negatives.
 
 How it fits our loop (see docs/insgen.md):
 - The query view is the image D saw in its main pass (the augment stage's output) and its
