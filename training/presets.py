@@ -566,7 +566,8 @@ def _insgen_config(c: dnnlib.EasyDict, *, insgen: bool, rqs: Optional[int], fqs:
         aug_p = float(p)
     return dnnlib.EasyDict(
         class_name=INSGEN_CLASS, real_queue_size=int(rqs if rqs is not None else default_size),
-        fake_queue_size=int(fqs if fqs is not None else default_size), temperature=float(temp if temp is not None else 0.2),
+        fake_queue_size=int(fqs if fqs is not None else default_size),
+        temperature=float(temp if temp is not None else 0.2),
         real_weight=real_w, fake_weight=fake_w, g_weight=g_w, augpipe=augpipe or DEFAULT_AUGPIPE,
         aug_p=aug_p)
 

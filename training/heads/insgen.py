@@ -246,7 +246,8 @@ class InsGen:
             if not 0 <= value <= 1:
                 raise ValueError(f'InsGen: {key} must be in [0, 1], got {value}')
         if augpipe not in ada_presets.ADA_PRESETS:
-            raise ValueError(f'InsGen: unknown ADA preset {augpipe!r}; choose one of {", ".join(ada_presets.ADA_PRESETS)}')
+            raise ValueError(f'InsGen: unknown ADA preset {augpipe!r}; choose one of '
+                             f'{", ".join(ada_presets.ADA_PRESETS)}')
         if not hasattr(D, 'b4') or not hasattr(D.b4, 'in_channels'):
             raise TypeError(f'InsGen needs a StyleGAN2 discriminator with a 4x4 epilogue (D.b4), got '
                             f'{type(D).__name__}')
