@@ -402,3 +402,24 @@ def test_upfirdn2d_wrapper_rejects_learned_filter(emulated_plugins):
     f = torch.ones(2, 2, requires_grad=True)
     with pytest.raises(ValueError, match="impl='ref'"):
         upfirdn2d_cuda.upfirdn2d_cuda(x, f)
+
+
+def test_find_cuda_home_skips_nvcc_wrappers_outside_a_toolkit(tmp_path, monkeypatch):
+    def make(root, with_headers):
+        (root / 'bin').mkdir(parents=True)
+        nvcc = root / 'bin' / 'nvcc'
+        nvcc.write_text('#!/bin/sh\nexit 0\n')
+        nvcc.chmod(0o755)
+        if with_headers:
+            (root / 'include').mkdir()
+            (root / 'include' / 'cuda_runtime.h').write_text('')
+        return str(root)
+
+    monkeypatch.delenv('CUDA_HOME', raising=False)
+    monkeypatch.delenv('CUDA_PATH', raising=False)
+    wrapper = make(tmp_path / 'wrapper', with_headers=False)
+    monkeypatch.setenv('PATH', os.path.join(wrapper, 'bin'))
+    assert custom_ops.find_cuda_home() != wrapper  # A script named nvcc is not a toolkit.
+    toolkit = make(tmp_path / 'toolkit', with_headers=True)
+    monkeypatch.setenv('PATH', os.path.join(toolkit, 'bin'))
+    assert custom_ops.find_cuda_home() == toolkit

@@ -79,19 +79,25 @@ def find_cuda_home() -> Optional[str]:
 
     Looks at $CUDA_HOME, then $CUDA_PATH, then `nvcc` on $PATH, then /usr/local/cuda. When
     $CUDA_HOME or $CUDA_PATH is set it is authoritative: a wrong value is reported rather
-    than silently replaced by another toolkit.
+    than silently replaced by another toolkit. Otherwise a candidate counts only when it
+    also holds the CUDA runtime headers.
     """
     nvcc_name = 'nvcc.exe' if os.name == 'nt' else 'nvcc'
     for var in ('CUDA_HOME', 'CUDA_PATH'):
         home = os.environ.get(var)
         if home:
             return home if os.path.isfile(os.path.join(home, 'bin', nvcc_name)) else None
+    # Without a variable, take the first candidate that is a whole toolkit (nvcc and the
+    # runtime headers): an `nvcc` on $PATH may be a wrapper script outside its toolkit.
+    candidates = []
     on_path = shutil.which(nvcc_name)
     if on_path:
-        return os.path.dirname(os.path.dirname(os.path.realpath(on_path)))
-    default = '/usr/local/cuda'
-    if os.path.isfile(os.path.join(default, 'bin', nvcc_name)):
-        return default
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(on_path))))
+    candidates.append('/usr/local/cuda')
+    for home in candidates:
+        if (os.path.isfile(os.path.join(home, 'bin', nvcc_name))
+                and os.path.isfile(os.path.join(home, 'include', 'cuda_runtime.h'))):
+            return home
     return None
 
 
