@@ -25,13 +25,14 @@ stylegan2-ada-pytorch format (read as data; no code from the file runs).
 
 import os
 import re
-import tempfile
 from typing import List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
 import PIL.Image
 import torch
+
+import dnnlib
 
 # ---------------------------------------------------------------------------------------
 # Argument parsing.
@@ -149,15 +150,8 @@ def make_grid(images: np.ndarray, cols: int, rows: int) -> np.ndarray:
 def save_png(array: np.ndarray, path: str) -> None:
     """Writes an HWC uint8 image atomically (temporary file, then rename)."""
     img = PIL.Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, 'L' if array.shape[2] == 1 else 'RGB')
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-', suffix='.png')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            img.save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.atomic_write(path, 'wb') as f:
+        img.save(f, format='PNG')
 
 
 def interpolate_ws(key_ws: torch.Tensor, frames: int, loop: bool) -> torch.Tensor:

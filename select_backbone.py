@@ -29,6 +29,7 @@ import click
 import numpy as np
 import torch
 
+import dnnlib
 from training.heads import backbones as backbones_lib
 
 DEFAULT_CANDIDATES = 'clip+dino+swin+vgg16'
@@ -201,10 +202,8 @@ def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str
     click.echo(format_table(rows))
     click.echo(f'Best: {rows[0]["backbone"]} (train with --cv={rows[0]["backbone"]}).')
     if json_path is not None:
-        tmp = f'{json_path}.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
+        with dnnlib.atomic_write(json_path, 'w') as f:
             json.dump(dict(network=network_path, data=data, num=len(reals), ranking=rows), f, indent=2)
-        os.replace(tmp, json_path)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,6 @@ import glob
 import json
 import os
 import re
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
@@ -92,17 +91,9 @@ def next_run_dir(outdir: str, desc: str) -> str:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     """Writes `obj` as indented JSON to a temporary file beside `path`, then renames it."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.' + os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2)
-            f.write('\n')
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.atomic_write(path, 'w') as f:
+        json.dump(obj, f, indent=2)
+        f.write('\n')
 
 
 def make_run_dir(outdir: str, desc: str, c: dnnlib.EasyDict) -> str:

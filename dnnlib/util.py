@@ -8,6 +8,7 @@
 - `format_time`: short human-readable durations for logs.
 """
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -18,7 +19,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from typing import Any, BinaryIO, Dict, Optional, Union
+from typing import IO, Any, BinaryIO, Dict, Iterator, Optional, Union
 
 
 class EasyDict(dict):
@@ -62,6 +63,43 @@ def make_cache_dir_path(*paths: str) -> str:
     if os.environ.get('XDG_CACHE_HOME'):
         return os.path.join(os.environ['XDG_CACHE_HOME'], 'dnnlib', *paths)
     return os.path.join(os.path.expanduser('~'), '.cache', 'dnnlib', *paths)
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic file writes.
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, os.PathLike], mode: str = 'wb', encoding: Optional[str] = None) -> Iterator[IO]:
+    """Opens a temporary file beside `path`; on success it replaces `path` in one step.
+
+    The file is flushed and synced before the rename, so a crash or kill at any moment leaves
+    either the old file or the complete new one, never a partial write. On an exception the
+    temporary file is removed and `path` is untouched.
+
+    Args:
+        path: The destination file.
+        mode: 'wb' or 'w'.
+        encoding: Text encoding for mode 'w' (default utf-8).
+
+    Yields:
+        The open temporary file.
+    """
+    if mode not in ('wb', 'w'):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, **({} if mode == 'wb' else dict(encoding=encoding or 'utf-8'))) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the result should be readable like any output.
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 # ---------------------------------------------------------------------------------------

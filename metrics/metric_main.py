@@ -13,7 +13,6 @@ Functions registered with `@register_metric` take MetricOptions and return a dic
 import json
 import os
 import re
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -189,15 +188,8 @@ def _append_atomic(path: str, text: str) -> None:
     if os.path.exists(path):
         with open(path, 'rb') as f:
             old = f.read()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.metric-', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(old + text.encode('utf-8'))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.atomic_write(path, 'wb') as f:
+        f.write(old + text.encode('utf-8'))
 
 
 def report_metric(result_dict: Dict[str, Any], run_dir: Optional[str] = None,

@@ -14,7 +14,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -264,15 +263,8 @@ class FeatureStats:
             arrays['raw_mean'] = self.raw_mean
             arrays['raw_cov'] = self.raw_cov
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp.npz')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with dnnlib.atomic_write(path, 'wb') as f:
+            np.savez(f, **arrays)
 
     @staticmethod
     def load(path: str) -> 'FeatureStats':

@@ -231,3 +231,28 @@ def test_bad_arguments():
         dnnlib.open_url('ftp://host/file')
     with pytest.raises(ValueError, match='num_attempts'):
         dnnlib.open_url('https://host/file', num_attempts=0)
+
+
+# ---------------------------------------------------------------------------------------
+# atomic_write
+
+
+def test_atomic_write_replaces_whole_file_or_nothing(tmp_path):
+    path = tmp_path / 'out.json'
+    with dnnlib.atomic_write(path, 'w') as f:
+        f.write('first')
+    assert path.read_text() == 'first'
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    # A failure mid-write keeps the old content and leaves no temporary file behind.
+    with pytest.raises(RuntimeError):
+        with dnnlib.atomic_write(path, 'w') as f:
+            f.write('half of the second')
+            raise RuntimeError('crash')
+    assert path.read_text() == 'first'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.json']
+    with dnnlib.atomic_write(path, 'wb') as f:
+        f.write(b'\x00\x01')
+    assert path.read_bytes() == b'\x00\x01'
+    with pytest.raises(ValueError, match='mode'):
+        with dnnlib.atomic_write(path, 'a'):
+            pass

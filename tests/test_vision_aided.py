@@ -429,7 +429,7 @@ def test_two_tick_train_run_with_cv(tmp_path, blobs):
 def test_two_tick_full_combination(tmp_path, blobs):
     """APA + ADA (--with-dataaug) + DiffAugment + InsGen + vision-aided heads together."""
     args = ['--outdir', tmp_path / 'runs', '--data', blobs, '--aug=apa', '--with-dataaug=1',
-            '--diffaugment=color,translation,cutout', '--insgen=1', f'--cv-aug=diffaug:color,translation']
+            '--diffaugment=color,translation,cutout', '--insgen=1', '--cv-aug=diffaug:color,translation']
     run_dir = train(args + TRAIN_TINY + CV_TINY)
     state, net, stats = run_files(run_dir)
     assert state['progress']['cur_nimg'] == 16

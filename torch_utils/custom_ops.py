@@ -274,10 +274,8 @@ def _import_library(build_dir: str, manifest: dict) -> ModuleType:
 
 
 def _write_json_atomic(path: str, data: dict) -> None:
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as fp:
+    with dnnlib.atomic_write(path, 'w') as fp:
         json.dump(data, fp, indent=2)
-    os.replace(tmp, path)
 
 
 def _print(msg: str, end: str = '\n') -> None:

@@ -30,7 +30,6 @@ import math
 import os
 import pickle
 import re
-import secrets
 import sys
 import types
 import warnings
@@ -39,7 +38,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Tupl
 import numpy as np
 import torch
 
-from dnnlib.util import EasyDict
+from dnnlib.util import EasyDict, atomic_write
 
 FORMAT_VERSION = 1          # Version of the module records written by save_network_pickle.
 PICKLE_PROTOCOL = 4         # Readable by every Python 3 release the framework supports.
@@ -371,19 +370,8 @@ def _check_saveable(data: Dict[str, Any]) -> None:
 
 def _atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> None:
     """Writes through a temporary file in the same directory, then renames it into place."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(6)}.tmp')
-    try:
-        with open(tmp, 'xb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, 'wb') as f:
+        write(f)
 
 
 def save_network_pickle(path_or_file: PathOrFile, data: Dict[str, Any]) -> None:

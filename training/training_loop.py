@@ -20,7 +20,6 @@ import copy
 import io
 import json
 import os
-import secrets
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -234,15 +233,8 @@ class _Tee:
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.{os.path.basename(path)}.{secrets.token_hex(6)}.tmp')
-    try:
-        with open(tmp, 'xb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.atomic_write(path, 'wb') as f:
+        f.write(data)
 
 
 def save_image_grid(images: torch.Tensor, path: str, grid_size: Tuple[int, int]) -> None:

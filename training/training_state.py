@@ -18,11 +18,12 @@ import json
 import os
 import random
 import re
-import secrets
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+
+import dnnlib
 
 FORMAT_VERSION = 1
 STATE_PREFIX = 'training-state-'
@@ -109,33 +110,13 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
 def _atomic_torch_save(obj: Any, path: str) -> None:
     """torch.save into a temporary file beside `path`, then rename: all or nothing."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(6)}.tmp')
-    try:
-        with open(tmp, 'xb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.atomic_write(path, 'wb') as f:
+        torch.save(obj, f)
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(6)}.tmp')
-    try:
-        with open(tmp, 'x', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with dnnlib.atomic_write(path, 'w') as f:
+        f.write(text)
 
 
 def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep: Optional[int] = 2) -> str:

@@ -7,7 +7,7 @@ image, the output sizes of the helpers) are those of the established StyleGAN2 c
 published network files give the same images.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
