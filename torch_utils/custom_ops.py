@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from types import ModuleType
 from typing import Dict, List, Optional, Sequence
@@ -464,3 +465,32 @@ def reset_state() -> None:
     _failed.clear()
     _warned.clear()
     _version_cache.clear()
+
+
+class LazyPlugin:
+    """One op's extension, built or loaded on first use, once per process.
+
+    Args:
+        **spec: The arguments of `try_get_plugin` (module_name, sources, headers, source_dir).
+    """
+
+    def __init__(self, **spec):
+        self.spec = spec
+        self._module = None
+        self._tried = False
+        self._lock = threading.Lock()
+
+    def get(self):
+        """The compiled module, or None when it cannot be built (after one warning)."""
+        with self._lock:
+            if not self._tried:
+                self._tried = True
+                self._module = try_get_plugin(**self.spec)
+        return self._module
+
+
+def cuda_kernels_enabled() -> bool:
+    """False when no CUDA device is present or $TORCH_UTILS_OPS_IMPL=ref forces the reference."""
+    if os.environ.get('TORCH_UTILS_OPS_IMPL', '').lower() == 'ref':
+        return False
+    return torch.cuda.is_available()

@@ -11,7 +11,6 @@ supported).
 """
 
 import os
-import threading
 from typing import NamedTuple, Optional
 
 import torch
@@ -29,19 +28,12 @@ _KERNEL_HAS_2ND_GRAD = {1: False, 2: False, 3: False, 4: True, 5: True, 6: True,
 PLUGIN_SPEC = dict(module_name='bias_act_plugin', sources=['bias_act.cpp', 'bias_act.cu'], headers=['bias_act.h'],
                    source_dir=os.path.dirname(os.path.abspath(__file__)))
 
-_plugin = None
-_plugin_tried = False
-_plugin_lock = threading.Lock()
+_plugin = custom_ops.LazyPlugin(**PLUGIN_SPEC)
 
 
 def _get_plugin():
     """Builds or loads the extension once per process; None when it cannot be built."""
-    global _plugin, _plugin_tried
-    with _plugin_lock:
-        if not _plugin_tried:
-            _plugin_tried = True
-            _plugin = custom_ops.try_get_plugin(**PLUGIN_SPEC)
-    return _plugin
+    return _plugin.get()
 
 
 def available() -> bool:
@@ -50,11 +42,7 @@ def available() -> bool:
     False without a CUDA device (nothing is built then), when the build failed (after one
     warning naming the reason), or when $TORCH_UTILS_OPS_IMPL is 'ref'.
     """
-    if os.environ.get('TORCH_UTILS_OPS_IMPL', '').lower() == 'ref':
-        return False  # The user forces the reference everywhere.
-    if not torch.cuda.is_available():
-        return False
-    return _get_plugin() is not None
+    return custom_ops.cuda_kernels_enabled() and _get_plugin() is not None
 
 
 class _Config(NamedTuple):

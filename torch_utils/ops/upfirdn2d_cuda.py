@@ -7,7 +7,6 @@ use the same kernel. Filters are constants: no gradient flows to `f`.
 """
 
 import os
-import threading
 from typing import NamedTuple
 
 import torch
@@ -18,19 +17,12 @@ from .. import custom_ops
 PLUGIN_SPEC = dict(module_name='upfirdn2d_plugin', sources=['upfirdn2d.cpp', 'upfirdn2d.cu'], headers=['upfirdn2d.h'],
                    source_dir=os.path.dirname(os.path.abspath(__file__)))
 
-_plugin = None
-_plugin_tried = False
-_plugin_lock = threading.Lock()
+_plugin = custom_ops.LazyPlugin(**PLUGIN_SPEC)
 
 
 def _get_plugin():
     """Builds or loads the extension once per process; None when it cannot be built."""
-    global _plugin, _plugin_tried
-    with _plugin_lock:
-        if not _plugin_tried:
-            _plugin_tried = True
-            _plugin = custom_ops.try_get_plugin(**PLUGIN_SPEC)
-    return _plugin
+    return _plugin.get()
 
 
 def available() -> bool:
@@ -39,11 +31,7 @@ def available() -> bool:
     False without a CUDA device (nothing is built then), when the build failed (after one
     warning naming the reason), or when $TORCH_UTILS_OPS_IMPL is 'ref'.
     """
-    if os.environ.get('TORCH_UTILS_OPS_IMPL', '').lower() == 'ref':
-        return False  # The user forces the reference everywhere.
-    if not torch.cuda.is_available():
-        return False
-    return _get_plugin() is not None
+    return custom_ops.cuda_kernels_enabled() and _get_plugin() is not None
 
 
 class _Config(NamedTuple):
