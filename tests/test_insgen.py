@@ -13,13 +13,11 @@ import torch
 import train
 from torch_utils import distributed, netfile
 from training import networks
-from training.dataset import DatasetWriter
 from training.heads import insgen
 from training.loss import StyleGAN2Loss
+from train_helpers import TINY, run_ok, write_blobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--cfg=cpu', '--cbase=256', '--cmax=16', '--map=1', '--batch=4', '--kimg=0.016', '--tick=0.008',
-        '--snap=2', '--workers=0', '--metrics=none', '--device=cpu']
 
 
 def tiny_nets(c_dim=0):
@@ -281,22 +279,7 @@ def test_keys_are_gathered_across_ranks_in_slot_order(tmp_path):
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
     """A 16x16 grayscale zip with 32 images (soft blobs)."""
-    path = str(tmp_path_factory.mktemp('data') / 'blobs.zip')
-    rng = np.random.RandomState(7)
-    yy, xx = np.mgrid[0:16, 0:16]
-    with DatasetWriter(path) as w:
-        for _ in range(32):
-            cy, cx = rng.uniform(4, 12, size=2)
-            w.add((255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)).astype(np.uint8))
-    return path
-
-
-def run_ok(args):
-    from click.testing import CliRunner  # pylint: disable=import-outside-toplevel
-    res = CliRunner().invoke(train.main, [str(a) for a in args], catch_exceptions=True)
-    if res.exit_code != 0:
-        raise AssertionError(f'train.py failed ({res.exit_code}):\n{res.output}\n{res.exception!r}') from res.exception
-    return res
+    return write_blobs(str(tmp_path_factory.mktemp('data') / 'blobs.zip'), seed=7)
 
 
 def only_run_dir(outdir):

@@ -13,31 +13,20 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import train
 from torch_utils import distributed, netfile
 from training.dataset import DatasetWriter
+from train_helpers import TINY, invoke, newest_run_dir, run_ok, write_blobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Tiny network and schedule: 2 ticks of 2 steps of 4 images, one snapshot at the end.
-TINY = ['--cfg=cpu', '--cbase=256', '--cmax=16', '--map=1', '--batch=4', '--kimg=0.016', '--tick=0.008',
-        '--snap=2', '--workers=0', '--metrics=none', '--device=cpu']
 
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
     """A 16x16 grayscale zip with 32 images (soft blobs) and 4 classes."""
-    path = str(tmp_path_factory.mktemp('data') / 'blobs.zip')
-    rng = np.random.RandomState(123)
-    yy, xx = np.mgrid[0:16, 0:16]
-    with DatasetWriter(path) as w:
-        for i in range(32):
-            cy, cx = rng.uniform(4, 12, size=2)
-            img = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
-            w.add(img.astype(np.uint8), label=i % 4)
-    return path
+    return write_blobs(str(tmp_path_factory.mktemp('data') / 'blobs.zip'), seed=123, num_classes=4)
 
 
 @pytest.fixture(scope='module')
@@ -49,21 +38,7 @@ def unlabelled(tmp_path_factory):
     return path
 
 
-def invoke(args):
-    """Runs train.py in this process; returns the click result."""
-    return CliRunner().invoke(train.main, [str(a) for a in args], catch_exceptions=True)
-
-
-def run_ok(args):
-    res = invoke(args)
-    if res.exit_code != 0:
-        raise AssertionError(f'train.py failed ({res.exit_code}):\n{res.output}\n{res.exception!r}') from res.exception
-    return res
-
-
-def only_run_dir(outdir):
-    dirs = sorted(d for d in glob.glob(os.path.join(outdir, '*')) if os.path.isdir(d))
-    return dirs[-1]
+only_run_dir = newest_run_dir
 
 
 def state_nimg(run_dir):
