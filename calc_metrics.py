@@ -64,6 +64,8 @@ def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
                 batch_size=args.batch)
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
+        if args.num_gpus > 1:
+            torch.distributed.barrier()  # Leave together: gloo can abort a rank whose peer is gone.
     finally:
         if args.num_gpus > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -156,6 +156,16 @@ def destroy() -> None:
         torch.distributed.destroy_process_group()
 
 
+def barrier() -> None:
+    """Waits for every rank (no-op without a group).
+
+    Called before leaving a group after success: gloo can abort a process whose peer has
+    already torn its side down ("terminate called without an active exception").
+    """
+    if is_initialized():
+        torch.distributed.barrier()
+
+
 def is_initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -183,6 +193,7 @@ def _spawn_entry(local_rank: int, fn: Callable, world_size: int, device_type: st
                   master_port=master_port)
     try:
         fn(local_rank, device, *args)
+        barrier()  # Leave together.
     finally:
         destroy()
 
