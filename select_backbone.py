@@ -161,7 +161,8 @@ def _resolve_device(device: str) -> torch.device:
               show_default=True, help='Fraction of the images the probe is fitted on')
 @click.option('--batch', type=click.IntRange(min=1), default=16, show_default=True, help='Images per pass')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of latents and split')
-@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
+              help='Where to run: auto picks cuda when available')
 @click.option('--json', 'json_path', metavar='FILE', default=None, help='Also write the ranking as JSON')
 def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str], num: int, train_frac: float,
          batch: int, seed: int, device: str, json_path: Optional[str]) -> None:
