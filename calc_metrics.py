@@ -25,6 +25,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, metric_main
+from torch_utils import distributed
 
 # ---------------------------------------------------------------------------------------
 # Work of one process.
@@ -64,12 +65,13 @@ def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
                 batch_size=args.batch)
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
-        if args.num_gpus > 1:
-            torch.distributed.barrier()  # Leave together: gloo can abort a rank whose peer is gone.
-    finally:
+    except BaseException:
         if args.num_gpus > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        raise
     _print0(rank, 'Done.' if args.verbose else '')
+    if args.num_gpus > 1:
+        distributed.leave_and_exit()  # A spawned worker: skip the gloo teardown that can abort.
 
 
 # ---------------------------------------------------------------------------------------

@@ -70,9 +70,10 @@ def _torchrun_main(env: dnnlib.EasyDict, device_type: str, c: dnnlib.EasyDict, o
         run_dir = make_run_dir(outdir, desc, c) if env.rank == 0 else None
         c.run_dir = distributed.broadcast_object(run_dir)
         subprocess_fn(env.rank, device, c)
-        distributed.barrier()  # Leave together.
-    finally:
+    except BaseException:
         distributed.destroy()
+        raise
+    distributed.leave_and_exit()
 
 
 # ---------------------------------------------------------------------------------------

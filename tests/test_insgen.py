@@ -261,8 +261,10 @@ def _gather_worker(rank, port, out):
         pending = {s: torch.full([2, 3], float(s)) for s in (rank, rank + 2)}
         keys = insgen.gather_in_slot_order(pending, torch.device('cpu'))
         torch.save(keys, os.path.join(out, f'rank{rank}.pt'))
-    finally:
+    except BaseException:
         torch.distributed.destroy_process_group()
+        raise
+    distributed.leave_and_exit()
 
 
 def test_keys_are_gathered_across_ranks_in_slot_order(tmp_path):

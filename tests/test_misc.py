@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from torch_utils import misc
+from torch_utils import distributed, misc
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def _worker(rank, world_size, init_file, out_dir):
 
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump(result, f)
-    torch.distributed.destroy_process_group()
+    distributed.leave_and_exit()
 
 
 def test_two_process_consistency_and_ddp_sync(tmp_path):

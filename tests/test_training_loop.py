@@ -14,7 +14,7 @@ import PIL.Image
 import pytest
 import torch
 
-from torch_utils import netfile, training_stats
+from torch_utils import distributed, netfile, training_stats
 from training import training_loop as tl
 from training import training_state
 from training.dataset import DatasetWriter
@@ -190,8 +190,10 @@ def _two_process_worker(rank, world_size, init_file, config):
                                          world_size=world_size)
     try:
         tl.training_loop(rank=rank, **config)
-    finally:
+    except BaseException:
         torch.distributed.destroy_process_group()
+        raise
+    distributed.leave_and_exit()
 
 
 def test_one_vs_two_processes(tmp_path, dataset_zip):

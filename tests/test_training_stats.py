@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from torch_utils import training_stats
+from torch_utils import distributed, training_stats
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +146,7 @@ def _worker(rank, world_size, init_file, out_dir):
     second = stats.as_dict()
     with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
         json.dump({'first': first, 'second': second}, f)
-    torch.distributed.destroy_process_group()
+    distributed.leave_and_exit()
 
 
 def _spawn(fn, tmp_path, nprocs=2, timeout=120):

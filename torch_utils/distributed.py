@@ -13,6 +13,7 @@ machines without a GPU.
 
 import os
 import socket
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -166,6 +167,22 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def leave_and_exit(code: int = 0) -> None:
+    """Ends a worker process after success: waits for every rank, then exits at once.
+
+    Gloo's worker threads can abort a process (SIGABRT, "terminate called without an active
+    exception") while the process group or the interpreter is being torn down, which turns a
+    finished run into a failed one at random. After the barrier no rank needs the group any
+    more, so the worker flushes its output and leaves through os._exit, skipping that
+    teardown. Use it only at the very end of a process that exists for one job (a spawned or
+    launched worker), never in a process that has more to do.
+    """
+    barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+
+
 def is_initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -193,9 +210,10 @@ def _spawn_entry(local_rank: int, fn: Callable, world_size: int, device_type: st
                   master_port=master_port)
     try:
         fn(local_rank, device, *args)
-        barrier()  # Leave together.
-    finally:
+    except BaseException:
         destroy()
+        raise
+    leave_and_exit()
 
 
 def launch(fn: Callable, world_size: int, device_type: str, args: Sequence[Any] = ()) -> None:
