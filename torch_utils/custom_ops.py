@@ -481,7 +481,8 @@ class LazyPlugin:
         self._lock = threading.Lock()
 
     def get(self):
-        """The compiled module, or None when it cannot be built (after one warning)."""
+        """The compiled module, or None when it cannot be built (after one warning naming the
+        op and the reason; callers then use the reference implementation)."""
         with self._lock:
             if not self._tried:
                 self._tried = True

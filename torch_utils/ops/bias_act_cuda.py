@@ -32,16 +32,11 @@ _plugin = custom_ops.LazyPlugin(**PLUGIN_SPEC)
 
 
 def _get_plugin():
-    """Builds or loads the extension once per process; None when it cannot be built."""
     return _plugin.get()
 
 
 def available() -> bool:
-    """Returns True when the fused kernel can be used in this process.
-
-    False without a CUDA device (nothing is built then), when the build failed (after one
-    warning naming the reason), or when $TORCH_UTILS_OPS_IMPL is 'ref'.
-    """
+    """Whether the fused kernel can run here (see custom_ops.cuda_kernels_enabled and LazyPlugin)."""
     return custom_ops.cuda_kernels_enabled() and _get_plugin() is not None
 
 
