@@ -302,8 +302,11 @@ class StyleGAN2Loss:
         for slot in range(num_slots):
             if track_w:
                 mapping.w_avg.copy_(table[slot, :w_dim].lerp(mapping.w_avg, mapping.w_avg_beta))
-            if track_pl and table[slot, w_dim + 1] > 0:
-                self.pl_mean.copy_(self.pl_mean.lerp(table[slot, w_dim], self.pl_decay))
+            if track_pl:
+                # Decided on the device: a Python `if` on the flag would wait for the GPU
+                # once per slot.
+                moved = self.pl_mean.lerp(table[slot, w_dim], self.pl_decay)
+                self.pl_mean.copy_(torch.where(table[slot, w_dim + 1] > 0, moved, self.pl_mean))
         self._pending_w.clear()
         self._pending_pl.clear()
 
