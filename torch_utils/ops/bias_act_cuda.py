@@ -17,13 +17,6 @@ import torch
 
 from .. import custom_ops
 
-# ----------------------------------------------------------------------------
-# The kernel expresses each derivative either in the forward input ('x': linear, swish) or the
-# forward output ('y': all others), which decides what the forward pass keeps for backward.
-# Indexed by activation index (the `cuda_idx` of bias_act.activation_funcs).
-_KERNEL_REF = {1: 'x', 2: 'y', 3: 'y', 4: 'y', 5: 'y', 6: 'y', 7: 'y', 8: 'y', 9: 'x'}
-_KERNEL_HAS_2ND_GRAD = {1: False, 2: False, 3: False, 4: True, 5: True, 6: True, 7: True, 8: True, 9: True}
-
 #: What custom_ops builds for this op (the build test compiles exactly this).
 PLUGIN_SPEC = dict(module_name='bias_act_plugin', sources=['bias_act.cpp', 'bias_act.cu'], headers=['bias_act.h'],
                    source_dir=os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +39,7 @@ class _Config(NamedTuple):
     alpha: float
     gain: float
     clamp: float    # Negative: no clamping.
-    ref: str        # 'x' or 'y', see _KERNEL_REF.
+    ref: str        # 'x' or 'y': the derivative is expressed in the forward input or output.
     has_2nd_grad: bool
 
 
@@ -73,10 +66,11 @@ class _BiasAct(torch.autograd.Function):
         plugin = _get_plugin()
         y = plugin.bias_act(x, _or_empty(b, x), _empty(x), _empty(x), 0, cfg.dim, cfg.act,
                             cfg.alpha, cfg.gain, cfg.clamp)
-        # Keep only what the derivative needs: the input for x-referenced acts (linear's
-        # derivative is constant), the output for y-referenced acts and for the clamp mask.
-        keep_x = cfg.ref == 'x' and cfg.act != 1
-        keep_y = cfg.ref == 'y' or cfg.clamp >= 0
+        # Keep only what the derivative needs: the input for x-referenced acts, the output for
+        # y-referenced acts and for the clamp mask. Linear's derivative is constant.
+        needs_ref = cfg.act != 1
+        keep_x = needs_ref and cfg.ref == 'x'
+        keep_y = (needs_ref and cfg.ref == 'y') or cfg.clamp >= 0
         ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
         ctx.cfg = cfg
         ctx.b_dtype = None if b is None else b.dtype
@@ -157,12 +151,10 @@ def bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str
     from .bias_act import activation_funcs  # Lazy: bias_act imports this module lazily too.
     if act not in activation_funcs:
         raise ValueError(f'bias_act_cuda: unknown activation {act!r}')
-    idx = int(activation_funcs[act].cuda_idx)
-    if idx not in _KERNEL_REF:
-        raise ValueError(f'bias_act_cuda: activation {act!r} has kernel index {idx}, expected 1..9')
+    spec = activation_funcs[act]
     if b is not None and b.device != x.device:
         raise ValueError(f'bias_act_cuda: b is on {b.device} but x is on {x.device}')
-    cfg = _Config(dim=int(dim), act=idx, alpha=float(alpha), gain=float(gain),
+    cfg = _Config(dim=int(dim), act=int(spec.cuda_idx), alpha=float(alpha), gain=float(gain),
                   clamp=float(clamp) if clamp is not None else -1.0,
-                  ref=_KERNEL_REF[idx], has_2nd_grad=_KERNEL_HAS_2ND_GRAD[idx])
+                  ref=spec.ref, has_2nd_grad=spec.has_2nd_grad)
     return _BiasAct.apply(x, b, cfg)
