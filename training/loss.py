@@ -42,16 +42,16 @@ def _distributed() -> bool:
         and torch.distributed.get_world_size() > 1
 
 
-def _accepted(fn: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """The keywords `fn` takes: all of them with **kwargs, else those it names (so heads
-    written before a keyword was added keep working)."""
+def _accepted_names(fn: Any) -> Optional[frozenset]:
+    """The keywords `fn` takes: None for all of them (**kwargs or no signature), else the
+    names it lists (so heads written before a keyword was added keep working)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return kwargs
+        return None
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
+        return None
+    return frozenset(params)
 
 
 def _backward(loss: torch.Tensor, gain: float) -> None:
@@ -102,6 +102,7 @@ class StyleGAN2Loss:
         self._latest_fakes: Dict[int, torch.Tensor] = {}   # slot -> detached images of the last G main pass
         self._pending_w: Dict[int, torch.Tensor] = {}      # slot -> mean w of this phase (w_avg update)
         self._pending_pl: Dict[int, torch.Tensor] = {}     # slot -> mean path length of this phase
+        self._head_keywords: Dict[tuple, Optional[frozenset]] = {}  # (head index, method) -> _accepted_names
 
     # -----------------------------------------------------------------------------------
     # Network passes.
@@ -150,7 +151,11 @@ class StyleGAN2Loss:
             fn = getattr(head, method, None)
             if fn is None:
                 continue
-            value = fn(**_accepted(fn, kwargs))
+            # Signatures are read once per head and method, not on every micro-batch.
+            if (index, method) not in self._head_keywords:
+                self._head_keywords[index, method] = _accepted_names(fn)
+            names = self._head_keywords[index, method]
+            value = fn(**(kwargs if names is None else {k: v for k, v in kwargs.items() if k in names}))
             if value is None:
                 continue
             name = getattr(head, 'name', f'head{index}')
