@@ -17,7 +17,6 @@ metric-<name>.jsonl beside it.
 """
 
 import os
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import click
@@ -36,42 +35,25 @@ def _print0(rank: int, *args) -> None:
         print(*args, flush=True)
 
 
-def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
+def subprocess_fn(rank: int, device: torch.device, args: dnnlib.EasyDict) -> None:
     """Computes every requested metric on one rank; rank 0 prints and records the results."""
-    # One process group across all ranks: NCCL on GPUs, gloo on CPUs.
-    if args.num_gpus > 1:
-        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
-        backend = 'nccl' if args.device == 'cuda' else 'gloo'
-        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}',
-                                             rank=rank, world_size=args.num_gpus)
-    if args.device == 'cuda':
-        device = torch.device('cuda', rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device('cpu')
+    if device.type == 'cpu':
         # Ranks on the CPU share its cores instead of oversubscribing them (unless the user
         # fixed the thread count; with equal counts, N ranks reproduce 1 rank bit for bit).
         if not os.environ.get('OMP_NUM_THREADS'):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
 
     G = args.G.to(device)
-    try:
-        for metric in args.metrics:
-            _print0(rank, f'Calculating {metric}...')
-            result = metric_main.calc_metric(
-                metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=args.num_gpus, rank=rank,
-                device=device, progress=(args.verbose and rank == 0), cache=args.cache,
-                detector=args.detector, detector_dir=args.detector_dir, seed=args.seed,
-                batch_size=args.batch)
-            if rank == 0:
-                metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
-    except BaseException:
-        if args.num_gpus > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        raise
+    for metric in args.metrics:
+        _print0(rank, f'Calculating {metric}...')
+        result = metric_main.calc_metric(
+            metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=args.num_gpus, rank=rank,
+            device=device, progress=(args.verbose and rank == 0), cache=args.cache,
+            detector=args.detector, detector_dir=args.detector_dir, seed=args.seed,
+            batch_size=args.batch)
+        if rank == 0:
+            metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
     _print0(rank, 'Done.' if args.verbose else '')
-    if args.num_gpus > 1:
-        distributed.leave_and_exit()  # A spawned worker: skip the gloo teardown that can abort.
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,14 +186,11 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
         seed=seed, batch=batch, cache=cache, verbose=verbose, network_pkl=network_pkl,
         run_dir=os.path.dirname(os.path.abspath(network_pkl)) if (jsonl and local_file) else None)
 
-    with tempfile.TemporaryDirectory() as temp_dir:
-        if num_gpus == 1:
-            subprocess_fn(0, args, temp_dir)
-        else:
-            if verbose:
-                print(f'Launching {num_gpus} processes...')
-            torch.multiprocessing.set_start_method('spawn', force=True)
-            torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=num_gpus)
+    # One process runs here; more are spawned into one process group (NCCL on GPUs, gloo on
+    # CPUs) and leave it through distributed.leave_and_exit.
+    if num_gpus > 1 and verbose:
+        print(f'Launching {num_gpus} processes...')
+    distributed.launch(subprocess_fn, num_gpus, device, args=(args,))
 
 
 if __name__ == '__main__':
