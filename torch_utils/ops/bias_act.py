@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 import dnnlib
 
+from . import bias_act_cuda
+
 # ----------------------------------------------------------------------------
 # Activation table. `func(x, alpha)` is the reference; the other fields describe the op to
 # the CUDA path: `cuda_idx` selects the kernel branch, `ref` says whether its gradient is
@@ -133,15 +135,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         raise ValueError(f"bias_act: impl must be 'cuda' or 'ref', got {impl!r}")
     dim, spec, alpha, gain, clamp = _resolve_args(x, b, dim, act, alpha, gain, clamp)
 
-    # The extension is imported lazily: it is optional and its build must never break imports.
-    if impl == 'cuda' and x.device.type == 'cuda':
-        try:
-            from . import bias_act_cuda
-        except ImportError:
-            bias_act_cuda = None
-        if bias_act_cuda is not None and bias_act_cuda.available():
-            return bias_act_cuda.bias_act_cuda(x, b, dim=dim, act=act, alpha=alpha, gain=gain,
-                                               clamp=clamp)
+    # The extension is built on first use; when it cannot be, available() is False.
+    if impl == 'cuda' and x.device.type == 'cuda' and bias_act_cuda.available():
+        return bias_act_cuda.bias_act_cuda(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
     return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
 
 

@@ -148,7 +148,7 @@ def bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str
     Returns:
         A tensor with the shape, dtype and memory format of `x`.
     """
-    from .bias_act import activation_funcs  # Lazy: bias_act imports this module lazily too.
+    from .bias_act import activation_funcs  # Here, not at the top: bias_act imports this module.
     if act not in activation_funcs:
         raise ValueError(f'bias_act_cuda: unknown activation {act!r}')
     spec = activation_funcs[act]

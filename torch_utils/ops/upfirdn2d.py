@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import upfirdn2d_cuda
+
 IntOrPair = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
 
@@ -156,14 +158,10 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 1, dow
                          f'padding={[padx0, padx1, pady0, pady1]} and a {fh}x{fw} filter gives an '
                          'empty output')
 
-    if impl == 'cuda' and x.device.type == 'cuda':
-        try:
-            from . import upfirdn2d_cuda
-        except ImportError:
-            upfirdn2d_cuda = None
-        if upfirdn2d_cuda is not None and upfirdn2d_cuda.available():
-            return upfirdn2d_cuda.upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1,
-                                                 pady0, pady1, flip_filter, float(gain))
+    # The extension is built on first use; when it cannot be, available() is False.
+    if impl == 'cuda' and x.device.type == 'cuda' and upfirdn2d_cuda.available():
+        return upfirdn2d_cuda.upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1,
+                                             pady0, pady1, flip_filter, float(gain))
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
                           flip_filter, gain)
 
