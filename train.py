@@ -36,12 +36,11 @@ import torch
 
 import dnnlib
 from torch_utils import distributed
-from training import presets
+from training import presets, training_state
 from training.heads import vision_aided
 
 ADA_PIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
-STATE_GLOB = 'training-state-*.pt'
-STATE_POINTER = 'training-state-latest.json'
+STATE_GLOB = f'{training_state.STATE_PREFIX}*{training_state.STATE_SUFFIX}'
 OPTIONS_FILE = 'training_options.json'
 
 # ---------------------------------------------------------------------------------------
@@ -123,34 +122,17 @@ def make_run_dir(outdir: str, desc: str, c: dnnlib.EasyDict) -> str:
 # Resume targets.
 
 
-def _state_kimg(path: str) -> float:
-    m = re.search(r'training-state-(\d+)\.pt$', os.path.basename(path))
-    return int(m.group(1)) if m else -1
-
-
 def find_training_state(run_dir: str) -> Optional[str]:
-    """The newest training-state file of a run directory, or None.
+    """The newest training-state file of a run directory, or None when it holds none.
 
-    A `training-state-latest.json` pointer wins when it names an existing file; otherwise
-    the file with the highest kimg in its name (ties: the most recently modified).
+    The loop's own lookup (`training_state.find_training_state`: the
+    `training-state-latest.json` pointer, else the highest kimg), so --resume picks the file
+    the loop would.
     """
-    pointer = os.path.join(run_dir, STATE_POINTER)
-    if os.path.isfile(pointer):
-        try:
-            with open(pointer) as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            data = None
-        values = data.values() if isinstance(data, dict) else [data]
-        for value in values:
-            if isinstance(value, str):
-                path = value if os.path.isabs(value) else os.path.join(run_dir, value)
-                if os.path.isfile(path):
-                    return path
-    states = [p for p in glob.glob(os.path.join(run_dir, STATE_GLOB)) if _state_kimg(p) >= 0]
-    if not states:
+    try:
+        return training_state.find_training_state(run_dir)
+    except training_state.TrainingStateError:
         return None
-    return max(states, key=lambda p: (_state_kimg(p), os.path.getmtime(p)))
 
 
 def resolve_resume(resume: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
