@@ -3,13 +3,13 @@
 import json
 import os
 import re
-import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from dist_helpers import spawn_with_deadline
 from torch_utils import distributed, misc
 
 
@@ -245,15 +245,8 @@ def _worker(rank, world_size, init_file, out_dir):
 
 
 def test_two_process_consistency_and_ddp_sync(tmp_path):
-    nprocs, timeout = 2, 120
-    ctx = torch.multiprocessing.spawn(_worker, args=(nprocs, str(tmp_path / 'rendezvous'), str(tmp_path)),
-                                      nprocs=nprocs, join=False)
-    deadline = time.time() + timeout
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f'workers did not finish within {timeout}s')
+    nprocs = 2
+    spawn_with_deadline(_worker, (nprocs, str(tmp_path / 'rendezvous'), str(tmp_path)), nprocs=nprocs)
     results = [json.load(open(tmp_path / f'rank{r}.json')) for r in range(nprocs)]
     for rank, res in enumerate(results):
         assert res['equal'] == 'ok' and res['ignored'] == 'ok'

@@ -3,12 +3,12 @@ gloo run whose all_reduce must equal one process seeing every value."""
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
 import torch
 
+from dist_helpers import spawn_with_deadline
 from torch_utils import distributed, training_stats
 
 
@@ -150,14 +150,8 @@ def _worker(rank, world_size, init_file, out_dir):
 
 
 def _spawn(fn, tmp_path, nprocs=2, timeout=120):
-    ctx = torch.multiprocessing.spawn(fn, args=(nprocs, str(tmp_path / 'rendezvous'), str(tmp_path)),
-                                      nprocs=nprocs, join=False)
-    deadline = time.time() + timeout
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f'{fn.__name__} did not finish within {timeout}s')
+    spawn_with_deadline(fn, (nprocs, str(tmp_path / 'rendezvous'), str(tmp_path)), nprocs=nprocs,
+                        timeout=timeout, what=fn.__name__)
     return [json.load(open(tmp_path / f'rank{r}.json')) for r in range(nprocs)]
 
 
