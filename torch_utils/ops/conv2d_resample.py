@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .upfirdn2d import Padding, _get_filter_size, _parse_padding, upfirdn2d
+from .upfirdn2d import (Padding, _add_pads, _downsample_pads, _get_filter_size, _parse_padding, _upsample_pads,
+                        upfirdn2d)
 
 # ----------------------------------------------------------------------------
 
@@ -55,18 +56,12 @@ def _total_padding(f, up, down, padding):
     All of it applies to the (virtually) upsampled input before the convolution.
     """
     fw, fh = _get_filter_size(f)
-    px0, px1, py0, py1 = _parse_padding(padding)
+    pad = _parse_padding(padding)
     if up > 1:
-        px0 += (fw + up - 1) // 2
-        px1 += (fw - up) // 2
-        py0 += (fh + up - 1) // 2
-        py1 += (fh - up) // 2
+        pad = _add_pads(pad, _upsample_pads(fw, fh, up, up))
     if down > 1:
-        px0 += (fw - down + 1) // 2
-        px1 += (fw - down) // 2
-        py0 += (fh - down + 1) // 2
-        py1 += (fh - down) // 2
-    return [px0, px1, py0, py1]
+        pad = _add_pads(pad, _downsample_pads(fw, fh, down, down))
+    return list(pad)
 
 
 def _check_args(x, w, f, up, down, groups):

@@ -64,6 +64,20 @@ def _get_filter_size(f: Optional[torch.Tensor]) -> Tuple[int, int]:
         raise ValueError(f'upfirdn2d: the filter must not be empty, got shape {tuple(f.shape)}')
     return int(fw), int(fh)
 
+
+def _upsample_pads(fw: int, fh: int, upx: int, upy: int) -> Tuple[int, int, int, int]:
+    """Pads that centre the filter on the upsampled grid; per axis they sum to f - 1."""
+    return (fw + upx - 1) // 2, (fw - upx) // 2, (fh + upy - 1) // 2, (fh - upy) // 2
+
+
+def _downsample_pads(fw: int, fh: int, downx: int, downy: int) -> Tuple[int, int, int, int]:
+    """Pads before decimation; per axis they sum to f - down, so the output is exactly 1/down."""
+    return (fw - downx + 1) // 2, (fw - downx) // 2, (fh - downy + 1) // 2, (fh - downy) // 2
+
+
+def _add_pads(a: Sequence[int], b: Sequence[int]) -> Tuple[int, int, int, int]:
+    return tuple(p + q for p, q in zip(a, b))
+
 # ----------------------------------------------------------------------------
 
 
@@ -244,11 +258,8 @@ def upsample2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 2, pa
         Tensor [N, C, H * upy + pady0 + pady1, W * upx + padx0 + padx1].
     """
     upx, upy = _parse_scaling(up, 'up')
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
-    # Centre the filter on the upsampled grid: the two pads sum to f - 1 on each axis.
-    pad = [padx0 + (fw + upx - 1) // 2, padx1 + (fw - upx) // 2,
-           pady0 + (fh + upy - 1) // 2, pady1 + (fh - upy) // 2]
+    pad = _add_pads(_parse_padding(padding), _upsample_pads(fw, fh, upx, upy))
     return upfirdn2d(x, f, up=[upx, upy], padding=pad, flip_filter=flip_filter,
                      gain=gain * upx * upy, impl=impl)
 
@@ -270,10 +281,7 @@ def downsample2d(x: torch.Tensor, f: Optional[torch.Tensor], down: IntOrPair = 2
         Tensor [N, C, (H + pady0 + pady1) // downy, (W + padx0 + padx1) // downx].
     """
     downx, downy = _parse_scaling(down, 'down')
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
-    # The two pads sum to f - down, which makes the output exactly H / down.
-    pad = [padx0 + (fw - downx + 1) // 2, padx1 + (fw - downx) // 2,
-           pady0 + (fh - downy + 1) // 2, pady1 + (fh - downy) // 2]
+    pad = _add_pads(_parse_padding(padding), _downsample_pads(fw, fh, downx, downy))
     return upfirdn2d(x, f, down=[downx, downy], padding=pad, flip_filter=flip_filter,
                      gain=gain, impl=impl)
