@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from torch_utils import distributed
 
 # ---------------------------------------------------------------------------------------
 # Process state.
@@ -99,12 +100,6 @@ def report0(name: str, value: Any) -> Any:
 # ---------------------------------------------------------------------------------------
 # Synchronisation.
 
-def _distributed_world() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
 def _resolve_sync_device() -> torch.device:
     if _sync_device is not None:
         return _sync_device
@@ -130,7 +125,7 @@ def _sync(names: List[str]) -> Dict[str, torch.Tensor]:
         local.append(moments)
     stacked = torch.stack(local)
 
-    if _distributed_world() > 1:
+    if distributed.get_world_size() > 1:
         device = _resolve_sync_device()
         stacked = stacked.to(device)
         torch.distributed.all_reduce(stacked)
@@ -146,7 +141,7 @@ def _sync(names: List[str]) -> Dict[str, torch.Tensor]:
 
 def _all_rank_names(local_names: List[str]) -> List[str]:
     """Union of `local_names` over ranks, in one order on every rank."""
-    if _distributed_world() > 1:
+    if distributed.get_world_size() > 1:
         gathered = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, sorted(local_names))
         return sorted(set(n for names in gathered for n in names))
