@@ -298,7 +298,6 @@ def modulated_conv2d(x: torch.Tensor,                  # Input [N, in, H, W].
     """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
-    misc.assert_shape(weight, [out_channels, in_channels, kh, kw])
     misc.assert_shape(x, [batch_size, in_channels, None, None])
     misc.assert_shape(styles, [batch_size, in_channels])
 
