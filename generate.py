@@ -33,6 +33,7 @@ import PIL.Image
 import torch
 
 import dnnlib
+from metrics import metric_utils
 
 # ---------------------------------------------------------------------------------------
 # Argument parsing.
@@ -115,8 +116,8 @@ def class_label(G, class_idx: Optional[int]) -> torch.Tensor:
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """Float NCHW in [-1, 1] -> uint8 NHWC, with the established rounding."""
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """Float NCHW in [-1, 1] -> uint8 NHWC, rounded as the metrics round generated images."""
+    return metric_utils.to_uint8(img).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
