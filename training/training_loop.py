@@ -380,7 +380,7 @@ def _step_phase(phase: Phase, phase_idx: int, loss, rounds: List[Tuple[torch.Ten
         slot = round_idx * num_gpus + rank
         torch.manual_seed(step_seed(random_seed, batch_idx, phase_idx, slot))
         gen_z = torch.randn([batch_gpu, z_dim], device=device)
-        gen_c = label_sampler(batch_gpu).to(device)
+        gen_c = label_sampler(batch_gpu).to(device, non_blocking=True)  # Blocking would sync per slot.
         terms = loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z,
                                           gen_c=gen_c, gain=phase.interval, cur_nimg=cur_nimg, slot=slot)
         for key, value in terms.items():
@@ -669,11 +669,13 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         log(f'Nothing to do: kimg {cur_nimg / 1000:.3f} already reaches total_kimg {c.total_kimg}.')
 
     while not done:
-        # This rank's micro-batches of the step.
+        # This rank's micro-batches of the step. Copies to the device are non-blocking: a
+        # blocking one waits for every kernel already queued (the previous step's updates).
         rounds = []
         for _ in range(rounds_per_step):
             img, lab = next(data_iter)
-            rounds.append((img.to(dev).to(torch.float32) / 127.5 - 1, lab.to(dev).float()))
+            rounds.append((img.to(dev, non_blocking=True).to(torch.float32) / 127.5 - 1,
+                           lab.to(dev, non_blocking=True).float()))
 
         for phase_idx, phase in enumerate(phases):
             if batch_idx % phase.interval != 0:
