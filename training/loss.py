@@ -31,15 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_utils import training_stats
+from torch_utils import distributed, training_stats
 
 G_PHASES = ('Gmain', 'Greg', 'Gboth')
 D_PHASES = ('Dmain', 'Dreg', 'Dboth')
 
 
 def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() \
-        and torch.distributed.get_world_size() > 1
+    return distributed.get_world_size() > 1
 
 
 def _accepted_names(fn: Any) -> Optional[frozenset]:
