@@ -368,12 +368,6 @@ def _check_saveable(data: Dict[str, Any]) -> None:
             raise UnsupportedObjectError(f'Network file entry {key!r} cannot be pickled: {e}') from e
 
 
-def _atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> None:
-    """Writes through a temporary file in the same directory, then renames it into place."""
-    with atomic_write(path, 'wb') as f:
-        write(f)
-
-
 def save_network_pickle(path_or_file: PathOrFile, data: Dict[str, Any]) -> None:
     """Writes a network file in our format.
 
@@ -394,15 +388,13 @@ def save_network_pickle(path_or_file: PathOrFile, data: Dict[str, Any]) -> None:
         raise UnsupportedObjectError(f'A network file holds a dict, got {type(data).__name__}')
     _check_saveable(data)
 
-    def write(f):
-        _NetworkPickler(f).dump(dict(data))
-
     if isinstance(path_or_file, (str, os.PathLike)):
-        _atomic_write(path_or_file, write)
+        with atomic_write(path_or_file, 'wb') as f:
+            _NetworkPickler(f).dump(dict(data))
     else:
         # Serialize fully first so a failure never leaves half a pickle in the caller's file.
         buf = io.BytesIO()
-        write(buf)
+        _NetworkPickler(buf).dump(dict(data))
         path_or_file.write(buf.getvalue())
 
 
