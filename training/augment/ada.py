@@ -347,8 +347,9 @@ class AugmentPipe(torch.nn.Module):
 
         # Position that a 2x filtered sample represents: a true convolution with f delays the
         # signal by the centroid of the taps, the flipped (correlating) downsampler advances it
-        # by the same amount, so low frequencies stay aligned for every transform.
-        centroid = float((torch.arange(taps, device=dev, dtype=torch.float32) * f).sum() / f.sum())
+        # by the same amount, so low frequencies stay aligned for every transform. Kept on the
+        # device (a 0-d tensor): the only host read of this method is the margin below.
+        centroid = (torch.arange(taps, device=dev, dtype=torch.float32) * f).sum() / f.sum()
         up_pad0 = (taps + 1) // 2                    # as in upsample2d with up=2
         down_pad0 = (taps - 1) // 2 - 2 * pad        # as in downsample2d with down=2, padding=-2*pad
 
@@ -358,14 +359,15 @@ class AugmentPipe(torch.nn.Module):
         ky = (torch.arange(ch, device=dev, dtype=torch.float32) - centroid + down_pad0) / 2 - (h - 1) / 2
         kx = (torch.arange(cw, device=dev, dtype=torch.float32) - centroid + down_pad0) / 2 - (w - 1) / 2
 
-        # Input margin needed: transformed canvas corners plus the upsampler's support.
-        corners = torch.tensor([[kx[0], ky[0], 1], [kx[-1], ky[0], 1], [kx[0], ky[-1], 1], [kx[-1], ky[-1], 1]],
-                               device=dev)
+        # Input margin needed: transformed canvas corners plus the upsampler's support. The
+        # corners are gathered on the device (building them from elements would read each back).
+        corners = torch.stack([kx[[0, -1, 0, -1]], ky[[0, 0, -1, -1]], torch.ones(4, device=dev)], dim=1)
         src = torch.einsum('nij,kj->nki', G_inv, corners)
-        lo = src[..., :2].amin(dim=(0, 1)) + torch.tensor([(w - 1) / 2, (h - 1) / 2], device=dev)
-        hi = src[..., :2].amax(dim=(0, 1)) + torch.tensor([(w - 1) / 2, (h - 1) / 2], device=dev)
-        margin = torch.cat([pad - lo, hi - torch.tensor([w - 1, h - 1], device=dev) + pad]).ceil()
-        margin = margin.clamp(min=0).minimum(torch.tensor([w - 1, h - 1, w - 1, h - 1], device=dev))
+        centre = misc.constant([(w - 1) / 2, (h - 1) / 2], device=dev)
+        lo = src[..., :2].amin(dim=(0, 1)) + centre
+        hi = src[..., :2].amax(dim=(0, 1)) + centre
+        margin = torch.cat([pad - lo, hi - misc.constant([w - 1, h - 1], device=dev) + pad]).ceil()
+        margin = margin.clamp(min=0).minimum(misc.constant([w - 1, h - 1, w - 1, h - 1], device=dev))
         mx0, my0, mx1, my1 = (int(v) for v in margin.tolist())
 
         padded = _reflect_pad(images, [mx0, mx1, my0, my1])
