@@ -16,6 +16,8 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from torch_utils import distributed
+
 # ---------------------------------------------------------------------------------------
 # Cached constants.
 
@@ -201,10 +203,9 @@ def check_ddp_consistency(module: torch.nn.Module, ignore_regex: Optional[str] =
         RuntimeError: on every rank, naming the first differing tensor and the ranks that
             differ from rank 0.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not distributed.is_initialized():
         return
-    world_size = torch.distributed.get_world_size()
-    rank = torch.distributed.get_rank()
+    world_size, rank = distributed.get_world_size(), distributed.get_rank()
     for name, tensor in named_params_and_buffers(module):
         fullname = f'{type(module).__name__}.{name}'
         if ignore_regex is not None and (re.fullmatch(ignore_regex, name) or re.fullmatch(ignore_regex, fullname)):
