@@ -61,18 +61,11 @@ def subprocess_fn(rank: int, device: torch.device, c: Dict[str, Any]) -> None:
     training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
 
 
-def _torchrun_main(env: dnnlib.EasyDict, device_type: str, c: dnnlib.EasyDict, outdir: str, desc: str) -> None:
-    """Under torchrun: join the group, let rank 0 create the run directory, then train."""
-    device = distributed.init(env.rank, env.world_size, device_type, local_rank=env.local_rank,
-                              master_addr=env.master_addr, master_port=env.master_port)
-    try:
-        run_dir = make_run_dir(outdir, desc, c) if env.rank == 0 else None
-        c.run_dir = distributed.broadcast_object(run_dir)
-        subprocess_fn(env.rank, device, c)
-    except BaseException:
-        distributed.destroy()
-        raise
-    distributed.leave_and_exit()
+def _torchrun_fn(rank: int, device: torch.device, c: dnnlib.EasyDict, outdir: str, desc: str) -> None:
+    """Under torchrun (the group is joined): rank 0 creates the run directory, then all train."""
+    run_dir = make_run_dir(outdir, desc, c) if rank == 0 else None
+    c.run_dir = distributed.broadcast_object(run_dir)
+    subprocess_fn(rank, device, c)
 
 
 # ---------------------------------------------------------------------------------------
@@ -446,7 +439,8 @@ def main(**opts):
         return
 
     if env is not None:
-        _torchrun_main(env, device_type, c, outdir, desc)
+        distributed.run_worker(_torchrun_fn, env.rank, env.world_size, device_type, local_rank=env.local_rank,
+                               master_addr=env.master_addr, master_port=env.master_port, args=(c, outdir, desc))
         return
     run_dir = make_run_dir(outdir, desc, c)
     _print_summary(c, info, run_dir)

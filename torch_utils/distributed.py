@@ -204,16 +204,30 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return holder[0]
 
 
-def _spawn_entry(local_rank: int, fn: Callable, world_size: int, device_type: str, master_port: int,
-                 args: Sequence[Any]) -> None:
-    device = init(local_rank, world_size, device_type, local_rank=local_rank, master_addr='127.0.0.1',
+def run_worker(fn: Callable, rank: int, world_size: int, device_type: str, local_rank: Optional[int] = None,
+               master_addr: Optional[str] = None, master_port: Optional[int] = None,
+               args: Sequence[Any] = ()) -> None:
+    """The whole life of one worker process: joins the group, runs `fn(rank, device, *args)`,
+    and leaves.
+
+    On an error it leaves the group and raises; after success it ends the process through
+    `leave_and_exit`, so call it only in a process that exists for this one job (a spawned
+    worker, or one started by torchrun). The arguments are those of `init`.
+    """
+    device = init(rank, world_size, device_type, local_rank=local_rank, master_addr=master_addr,
                   master_port=master_port)
     try:
-        fn(local_rank, device, *args)
+        fn(rank, device, *args)
     except BaseException:
         destroy()
         raise
     leave_and_exit()
+
+
+def _spawn_entry(local_rank: int, fn: Callable, world_size: int, device_type: str, master_port: int,
+                 args: Sequence[Any]) -> None:
+    run_worker(fn, local_rank, world_size, device_type, local_rank=local_rank, master_addr='127.0.0.1',
+               master_port=master_port, args=args)
 
 
 def launch(fn: Callable, world_size: int, device_type: str, args: Sequence[Any] = ()) -> None:
