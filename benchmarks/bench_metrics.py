@@ -113,27 +113,22 @@ def main(device, res, num_gen, num_real, data, detector, batch, gen_batch, chann
                                       progress=True)
     opts.get_detector('inception')  # Load once, outside the timings.
 
-    def sync():
+    def timed_mean_cov(compute_fn, max_items):
+        """Inception mean/cov from `compute_fn`, its wall time (device synced) and per-phase timings."""
         if opts.device.type == 'cuda':
             torch.cuda.synchronize(opts.device)
+        opts.timings.clear()
+        t0 = time.time()
+        mu, sig = compute_fn(opts, 'inception', dict(return_features=True), max_items=max_items,
+                             capture_mean_cov=True).get_mean_cov()
+        if opts.device.type == 'cuda':
+            torch.cuda.synchronize(opts.device)
+        return mu, sig, time.time() - t0, dict(opts.timings)
 
     # Real side: what a cold statistics cache costs (once per dataset).
-    sync()
-    t0 = time.time()
-    mu_r, sig_r = metric_utils.compute_feature_stats_for_dataset(
-        opts, 'inception', dict(return_features=True), max_items=num_real, capture_mean_cov=True).get_mean_cov()
-    sync()
-    t_real = time.time() - t0
-    real_timings = dict(opts.timings)
-    opts.timings.clear()
-
+    mu_r, sig_r, t_real, real_timings = timed_mean_cov(metric_utils.compute_feature_stats_for_dataset, num_real)
     # Generated side: paid at every evaluation.
-    t0 = time.time()
-    mu_g, sig_g = metric_utils.compute_feature_stats_for_generator(
-        opts, 'inception', dict(return_features=True), max_items=num_gen, capture_mean_cov=True).get_mean_cov()
-    sync()
-    t_gen = time.time() - t0
-    gen_timings = dict(opts.timings)
+    mu_g, sig_g, t_gen, gen_timings = timed_mean_cov(metric_utils.compute_feature_stats_for_generator, num_gen)
 
     t0 = time.time()
     fid = frechet_inception_distance.frechet_distance(mu_g, sig_g, mu_r, sig_r)
