@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from torch_utils import distributed  # noqa: E402
 from training import presets  # noqa: E402
 from training.dataset import DatasetWriter  # noqa: E402
 
@@ -112,9 +113,10 @@ def main(argv: List[str] = None) -> None:
         parser.error(f'--methods: unknown {unknown[0]!r}; choose from {", ".join(METHODS)}')
     if args.ticks < 2:
         parser.error('--ticks: at least 2 (the first tick includes start-up and is not timed)')
-    device = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else args.device
-    if device == 'auto':
-        device = 'cpu'
+    try:
+        device = distributed.resolve_device_type(args.device)
+    except distributed.DistributedError as e:
+        parser.error(f'--device: {e}')
     name = torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     print(f'cfg={args.cfg} res={args.res} batch={args.batch or "preset"} cbase={args.cbase or "preset"} '
           f'cmax={args.cmax or "preset"} device={name} torch={torch.__version__}')
