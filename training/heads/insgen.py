@@ -76,11 +76,12 @@ def enqueue(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> None:
     size, n = queue.shape[0], keys.shape[0]
     if n == 0:
         return
-    idx = (int(ptr) + torch.arange(n, device=queue.device)) % size
+    # The pointer stays on the device: no host read in this per-step call.
+    idx = (ptr + torch.arange(n, device=queue.device)) % size
     if n > size:
         idx, keys = idx[-size:], keys[-size:]
     queue[idx] = keys.to(queue.dtype)
-    ptr.fill_((int(ptr) + n) % size)
+    ptr.copy_((ptr + n) % size)
 
 
 @torch.no_grad()
