@@ -232,11 +232,6 @@ class _Tee:
         return getattr(self.stream, name)
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    with dnnlib.atomic_write(path, 'wb') as f:
-        f.write(data)
-
-
 def save_image_grid(images: torch.Tensor, path: str, grid_size: Tuple[int, int]) -> None:
     """Saves [N, C, H, W] images in [-1, 1] as a PNG grid of grid_size = (columns, rows)."""
     gw, gh = grid_size
@@ -249,7 +244,8 @@ def save_image_grid(images: torch.Tensor, path: str, grid_size: Tuple[int, int])
     pil = PIL.Image.fromarray(img[:, :, 0], 'L') if c == 1 else PIL.Image.fromarray(img, 'RGB')
     buf = io.BytesIO()
     pil.save(buf, format='png')
-    _atomic_write_bytes(path, buf.getvalue())
+    with dnnlib.atomic_write(path, 'wb') as f:
+        f.write(buf.getvalue())
 
 
 def _grid_setup(training_set, random_seed: int, max_side: int = 16) -> Tuple[Tuple[int, int], np.ndarray, np.ndarray]:
@@ -297,8 +293,7 @@ class _Outputs:
         except ImportError:
             print('Skipping TensorBoard events: the tensorboard package is not installed.')
 
-    def write_stats(self, stats: Dict[str, Any], timestamp: float, global_step: int,
-                    extra_scalars: Optional[Dict[str, float]] = None) -> None:
+    def write_stats(self, stats: Dict[str, Any], timestamp: float, global_step: int) -> None:
         if not self.enabled:
             return
         row = {name: {'num': v.num, 'mean': v.mean, 'std': v.std} for name, v in stats.items()}
@@ -308,8 +303,6 @@ class _Outputs:
         if self._tb is not None:
             for name, v in stats.items():
                 self._tb.add_scalar(name, v.mean, global_step=global_step, walltime=timestamp)
-            for name, value in (extra_scalars or {}).items():
-                self._tb.add_scalar(name, value, global_step=global_step, walltime=timestamp)
             self._tb.flush()
 
     def close(self) -> None:
@@ -762,7 +755,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
 
             # Metrics of G_ema at this snapshot (all ranks take part).
             if c.metrics:
-                _run_metrics(c, G_ema, snapshot_pkl, rank, dev, log)
+                _run_metrics(c, G_ema, snapshot_pkl, rank, dev)
 
         # Statistics of the tick.
         stats_collector.update()
@@ -858,7 +851,7 @@ def _collect_state(c, *, G, D, G_ema, augment_pipe, real_transform, head_map, op
     }
 
 
-def _run_metrics(c, G_ema: torch.nn.Module, snapshot_pkl: str, rank: int, dev: torch.device, log) -> None:
+def _run_metrics(c, G_ema: torch.nn.Module, snapshot_pkl: str, rank: int, dev: torch.device) -> None:
     """Computes each configured metric of G_ema and appends it to metric-<name>.jsonl."""
     from metrics import metric_main  # pylint: disable=import-outside-toplevel
     dataset_kwargs = c.metric_set_kwargs
@@ -871,4 +864,3 @@ def _run_metrics(c, G_ema: torch.nn.Module, snapshot_pkl: str, rank: int, dev: t
             metric_main.report_metric(result, run_dir=c.run_dir, snapshot_pkl=snapshot_pkl)
         for name, value in result['results'].items():
             training_stats.report0(f'Metrics/{name}', value)
-    del log
