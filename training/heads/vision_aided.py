@@ -267,17 +267,16 @@ class VisionAidedHead(torch.nn.Module):
         return 0.0 if cur_nimg < self.warmup_nimg else self.weight
 
     def features(self, raw: torch.Tensor, grad: bool) -> Dict[str, List[torch.Tensor]]:
-        """Own augmentation, then every backbone; autograd through them only with `grad`."""
-        img = self.aug(raw.to(torch.float32))
+        """Own augmentation, then every backbone; autograd through them only with `grad`
+        (without it no graph is recorded, not even of the augmentation of a real batch that
+        requires grad for R1)."""
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            img = self.aug(raw.to(torch.float32))
             return {n: b(img) for n, b in self.backbones.items()}
 
     def logits(self, raw: torch.Tensor, grad: bool) -> Dict[str, List[torch.Tensor]]:
         """{backbone: logits per used level} of images in [-1, 1]."""
-        feats = self.features(raw, grad)
-        if not grad:
-            feats = {n: [x.detach() for x in levels] for n, levels in feats.items()}
-        return self.disc(feats)
+        return self.disc(self.features(raw, grad))
 
     def _loss(self, logits: Dict[str, List[torch.Tensor]], role: str) -> torch.Tensor:
         return sum(cv_loss(self.loss_name, levels, role) for levels in logits.values())
