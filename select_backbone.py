@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from torch_utils import distributed
 from training.heads import backbones as backbones_lib
 
 DEFAULT_CANDIDATES = 'clip+dino+swin+vgg16'
@@ -140,14 +141,6 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 # ---------------------------------------------------------------------------------------
 # Command line.
 
-def _resolve_device(device: str) -> torch.device:
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine', param_hint='--device')
-    return torch.device(device)
-
-
 @click.command(context_settings=dict(max_content_width=120))
 @click.option('--network', 'network_path', metavar='PKL', required=True, help='Network pickle (its G_ema is used)')
 @click.option('--data', metavar='ZIP|DIR', required=True, help='Dataset with the real images')
@@ -177,7 +170,10 @@ def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str
         weights = backbones_lib.parse_weights(cv_weights)
     except (KeyError, ValueError) as e:
         raise click.BadParameter(str(e.args[0] if e.args else e), param_hint='--cv-weights') from e
-    dev = _resolve_device(device)
+    try:
+        dev = torch.device(distributed.resolve_device_type(device))
+    except distributed.DistributedError as e:
+        raise click.BadParameter(str(e), param_hint='--device') from e
     if not os.path.exists(network_path):
         raise click.BadParameter(f'{network_path}: no such file', param_hint='--network')
     if not os.path.exists(data):
