@@ -361,11 +361,6 @@ register_backbone(
     url='https://download.pytorch.org/models/vgg16-397923af.pth')
 
 
-def backbone_names() -> List[str]:
-    """Names of the registered backbones."""
-    return list(BACKBONES)
-
-
 def get_spec(name: str) -> BackboneSpec:
     """The registered backbone `name`; KeyError listing the known names otherwise."""
     if name not in BACKBONES:
