@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
-from torch_utils import netfile, training_stats
+from torch_utils import misc, netfile, training_stats
 
 DEFAULT_QUEUE_FRACTION = 0.05   # Default queue size: 5% of the training images.
 DEFAULT_AUG_P = 0.5             # p of the positive view's pipeline when no controller drives it.
@@ -396,10 +396,9 @@ class InsGen:
 @torch.no_grad()
 def _copy_matching(src: torch.nn.Module, dst: torch.nn.Module, what: str, log: Callable[..., None]) -> None:
     """Copies tensors by name where the shapes agree (e.g. queues of another size stay fresh)."""
-    src_tensors = dict(src.named_parameters())
-    src_tensors.update(dict(src.named_buffers()))
+    src_tensors = dict(misc.named_params_and_buffers(src))
     skipped: List[str] = []
-    for name, tensor in list(dst.named_parameters()) + list(dst.named_buffers()):
+    for name, tensor in misc.named_params_and_buffers(dst):
         value = src_tensors.get(name)
         if value is None or value.shape != tensor.shape:
             skipped.append(name)
