@@ -98,6 +98,17 @@ def test_two_collectors_on_same_names_are_independent():
     assert slow.num('v') == 2 and slow['v'] == 2.0
 
 
+def test_values_reported_before_a_collector_exists_are_not_its_own():
+    early = training_stats.Collector(regex='Loss/x')  # enables the name; never updated before
+    training_stats.report('Loss/x', [100.0, 200.0])   # pending, reported before `late` existed
+    late = training_stats.Collector(regex='Loss/x')
+    training_stats.report('Loss/x', 1.0)
+    late.update()
+    assert late.num('Loss/x') == 1 and late.mean('Loss/x') == 1.0
+    early.update()
+    assert early.num('Loss/x') == 3
+
+
 def test_keep_previous():
     keep = training_stats.Collector(keep_previous=True)
     drop = training_stats.Collector(keep_previous=False)

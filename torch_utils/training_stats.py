@@ -118,25 +118,33 @@ def _sync(names: List[str]) -> Dict[str, torch.Tensor]:
         return {}
     local = []
     for name in names:
-        moments = torch.zeros(_NUM_MOMENTS, dtype=_DTYPE)
-        for device, acc in _pending.get(name, {}).items():
-            moments += acc.cpu()
+        local.append(_pending_moments(name))
+        for acc in _pending.get(name, {}).values():
             acc.zero_()
-        local.append(moments)
-    stacked = torch.stack(local)
-
-    if distributed.get_world_size() > 1:
-        device = _resolve_sync_device()
-        stacked = stacked.to(device)
-        torch.distributed.all_reduce(stacked)
-        stacked = stacked.cpu()
-
+    stacked = _sum_over_ranks(torch.stack(local))
     for name, moments in zip(names, stacked):
         if name in _cumulative:
             _cumulative[name] += moments
         else:
             _cumulative[name] = moments.clone()
     return {name: _cumulative[name].clone() for name in names}
+
+
+def _sum_over_ranks(stacked: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) of a CPU tensor of moments; identity in a single process."""
+    if distributed.get_world_size() > 1:
+        reduced = stacked.to(_resolve_sync_device())
+        torch.distributed.all_reduce(reduced)
+        return reduced.cpu()
+    return stacked
+
+
+def _pending_moments(name: str) -> torch.Tensor:
+    """This process's moments of `name` reported but not yet synced, on the CPU."""
+    moments = torch.zeros(_NUM_MOMENTS, dtype=_DTYPE)
+    for acc in _pending.get(name, {}).values():
+        moments += acc.cpu()
+    return moments
 
 
 def _all_rank_names(local_names: List[str]) -> List[str]:
@@ -178,6 +186,10 @@ class Collector:
         # synced before this Collector existed are not attributed to its first update.
         self._cumulative_at_update: Dict[str, torch.Tensor] = {
             name: total.clone() for name, total in _cumulative.items() if self._regex.fullmatch(name)}
+        # Values reported before this Collector existed but not synced yet (another Collector
+        # enabled their names) are not ours either: the first update discounts them.
+        self._reported_before: Optional[Dict[str, torch.Tensor]] = {
+            name: _pending_moments(name) for name in _pending if self._regex.fullmatch(name)}
         self._moments: Dict[str, torch.Tensor] = {}               # what we currently expose
         _regexes.append(self._regex)
         _enabled_cache.clear()
@@ -189,6 +201,13 @@ class Collector:
         """
         local = [n for n in set(_pending) | set(_cumulative) if self._regex.fullmatch(n)]
         names = _all_rank_names(local)
+        if self._reported_before is not None:
+            zeros = torch.zeros(_NUM_MOMENTS, dtype=_DTYPE)
+            before = _sum_over_ranks(torch.stack([self._reported_before.get(n, zeros) for n in names])) \
+                if names else []
+            for name, moments in zip(names, before):
+                self._cumulative_at_update[name] = self._cumulative_at_update.get(name, zeros) + moments
+            self._reported_before = None
         totals = _sync(names)
         if not self._keep_previous:
             self._moments = {}
