@@ -7,7 +7,6 @@ a whole run takes a few seconds on a CPU.
 
 import json
 import os
-import time
 
 import numpy as np
 import PIL.Image
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from torch_utils import distributed, netfile, training_stats
+from dist_helpers import spawn_with_deadline
 from training import training_loop as tl
 from training import training_state
 from training.dataset import DatasetWriter
@@ -201,14 +201,8 @@ def test_one_vs_two_processes(tmp_path, dataset_zip):
     tl.training_loop(**base)
 
     two = dict(base, run_dir=str(tmp_path / 'two'), num_gpus=2)
-    ctx = torch.multiprocessing.spawn(_two_process_worker, args=(2, str(tmp_path / 'rendezvous'), two),
-                                      nprocs=2, join=False)
-    deadline = time.time() + 180
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail('two-process training did not finish within 180 s')
+    spawn_with_deadline(_two_process_worker, (2, str(tmp_path / 'rendezvous'), two), timeout=180,
+                        what='two-process training')
 
     one, two = _final_state(tmp_path / 'one'), _final_state(tmp_path / 'two')
     assert one['progress'] == two['progress']
