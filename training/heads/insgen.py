@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
-from torch_utils import misc, netfile, training_stats
+from torch_utils import distributed, misc, netfile, training_stats
 
 DEFAULT_QUEUE_FRACTION = 0.05   # Default queue size: 5% of the training images.
 DEFAULT_AUG_P = 0.5             # p of the positive view's pipeline when no controller drives it.
@@ -160,11 +160,6 @@ class InstanceHeads(torch.nn.Module):
                 f'real_queue={self.real_queue.shape[0]}, fake_queue={self.fake_queue.shape[0]}')
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() \
-        and torch.distributed.get_world_size() > 1
-
-
 @torch.no_grad()
 def gather_in_slot_order(pending: Dict[int, torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
     """Concatenates every rank's per-slot keys in slot order (collective when distributed).
@@ -180,7 +175,7 @@ def gather_in_slot_order(pending: Dict[int, torch.Tensor], device: torch.device)
         [num_slots * B, D] keys, or None when no rank has any.
     """
     slots = sorted(pending)
-    if not _distributed():
+    if distributed.get_world_size() <= 1:
         return torch.cat([pending[s] for s in slots]) if slots else None
     count = torch.tensor([len(slots)], device=device)
     counts = [torch.zeros_like(count) for _ in range(torch.distributed.get_world_size())]
