@@ -20,8 +20,13 @@ the three objects it is given, never through names:
 
 Running averages (w_avg of the mapping network, the path-length mean) are updated once per
 phase from the per-slot means in slot order (`end_phase`), so they come out the same
-whatever the number of processes and, with one slot per step, equal the usual per-batch
-updates.
+whatever the number of processes and, with one process, equal the established per-call
+updates: w_avg moves on every mapping call of a training pass (G main, path length and the
+D phase's generated batch; not style mixing's second call), the path-length mean once per
+path-length pass. As in the established loss, the path-length penalty is taken against the
+mean moved by the batch mean *inside* the graph, and the lazy regularisers back-propagate
+`output * 0 + penalty`, so parameters off the penalty's path (toRGB biases in G reg, D's
+output bias in D reg) get a zero gradient and their Adam state advances with the others.
 """
 
 import inspect
@@ -51,6 +56,26 @@ def _accepted_names(fn: Any) -> Optional[frozenset]:
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return frozenset(params)
+
+
+def path_length_penalty(pl_lengths: torch.Tensor, pl_mean: torch.Tensor, decay: float) -> tuple:
+    """Path-length penalty (StyleGAN2 paper, eq. 4) against the running mean moved by this
+    batch.
+
+    The moved mean `pl_mean + decay * (mean(pl_lengths) - pl_mean)` stays in the graph, as in
+    the established loss: the gradient of penalty_j with respect to pl_lengths carries the
+    `-decay * mean(...)` term of the batch mean, not only `2 (l_j - a)`.
+
+    Args:
+        pl_lengths: Per-sample path lengths [N] (in the graph).
+        pl_mean: The running mean before this batch (a buffer, not differentiated).
+        decay: Weight of the batch mean in the moved mean.
+
+    Returns:
+        (penalty [N], detached batch mean of pl_lengths for the running-mean update).
+    """
+    moved = pl_mean.lerp(pl_lengths.mean(), decay)
+    return (pl_lengths - moved).square(), pl_lengths.detach().mean()
 
 
 def _backward(loss: torch.Tensor, gain: float) -> None:
@@ -99,7 +124,7 @@ class StyleGAN2Loss:
         self.pl_decay = float(pl_decay)
         self.pl_mean = torch.zeros([], device=self.device)
         self._latest_fakes: Dict[int, torch.Tensor] = {}   # slot -> detached images of the last G main pass
-        self._pending_w: Dict[int, torch.Tensor] = {}      # slot -> mean w of this phase (w_avg update)
+        self._pending_w: Dict[int, List[torch.Tensor]] = {}  # slot -> mean w of each mapping call, in order
         self._pending_pl: Dict[int, torch.Tensor] = {}     # slot -> mean path length of this phase
         self._head_keywords: Dict[tuple, Optional[frozenset]] = {}  # (head index, method) -> _accepted_names
 
@@ -107,15 +132,15 @@ class StyleGAN2Loss:
     # Network passes.
 
     def run_G(self, z: torch.Tensor, c: torch.Tensor, slot: Optional[int] = None) -> tuple:
-        """Generates images with style mixing; with `slot`, records the batch mean of w.
+        """Generates images with style mixing; with `slot`, records the batch mean of w for the
+        w_avg update (the second, style-mixing latent is not tracked).
 
         Returns:
             (img, ws).
         """
         ws = self.G.mapping(z, c)
-        if slot is not None and getattr(self.G.mapping, 'w_avg_beta', None) is not None \
-                and hasattr(self.G.mapping, 'w_avg'):
-            self._pending_w[slot] = ws[:, 0].detach().mean(dim=0)
+        if slot is not None and self._tracks_w_avg():
+            self._pending_w.setdefault(slot, []).append(ws[:, 0].detach().mean(dim=0))
         if self.style_mixing_prob > 0:
             # Mixing regularisation: from a random layer on, the ws of a second latent.
             num_ws = ws.shape[1]
@@ -128,6 +153,10 @@ class StyleGAN2Loss:
             ws = torch.where(take2, ws2, ws)
         img = self.G.synthesis(ws)
         return img, ws
+
+    def _tracks_w_avg(self) -> bool:
+        mapping = self.G.mapping
+        return getattr(mapping, 'w_avg_beta', None) is not None and hasattr(mapping, 'w_avg')
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor) -> tuple:
         """Scores images through the augment stage; features only when heads need them.
@@ -210,26 +239,26 @@ class StyleGAN2Loss:
         # Path-length regularisation: keep |J^T y| near its running mean (eq. 4 of the paper).
         if do_Gpl:
             n = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
-            gen_img, gen_ws = self.run_G(gen_z[:n], gen_c[:n])
+            gen_img, gen_ws = self.run_G(gen_z[:n], gen_c[:n], slot=slot)
             pl_noise = torch.randn_like(gen_img) / np.sqrt(gen_img.shape[2] * gen_img.shape[3])
             pl_grads, = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws],
                                             create_graph=True)
             pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
-            batch_mean = pl_lengths.detach().mean()
+            pl_penalty, batch_mean = path_length_penalty(pl_lengths, self.pl_mean, self.pl_decay)
             self._pending_pl[slot] = batch_mean
-            pl_mean = self.pl_mean.lerp(batch_mean, self.pl_decay)
-            pl_penalty = (pl_lengths - pl_mean).square()
             training_stats.report('Loss/pl_penalty', pl_penalty)
             loss_Gpl = pl_penalty * self.pl_weight
             training_stats.report('Loss/G/reg', loss_Gpl)
             terms['Loss/G/reg'] = loss_Gpl.detach().mean()
-            _backward(loss_Gpl.mean(), gain)
+            # `img * 0` ties every parameter that shapes the image to the graph: those off the
+            # penalty's path get a zero gradient, as in the established loss.
+            _backward((gen_img[:, 0, 0, 0] * 0 + loss_Gpl).mean(), gain)
 
         # D on fakes: softplus(D(G(z))); G is not differentiated.
         loss_Dgen = None
         if do_Dmain:
             with torch.no_grad():
-                gen_img, _ = self.run_G(gen_z, gen_c)
+                gen_img, _ = self.run_G(gen_z, gen_c, slot=slot)
             logits, features, seen = self.run_D(gen_img, gen_c)
             training_stats.report('Loss/scores/fake', logits)
             training_stats.report('Loss/signs/fake', logits.sign())
@@ -265,52 +294,70 @@ class StyleGAN2Loss:
                 loss_Dr1 = r1_penalty * (self.r1_gamma / 2)
                 training_stats.report('Loss/D/reg', loss_Dr1)
                 terms['Loss/D/reg'] = loss_Dr1.detach().mean()
-                total = total + loss_Dr1.mean()
+                if do_Dmain:
+                    total = total + loss_Dr1.mean()
+                else:
+                    # `logits * 0`: D's parameters off R1's path (the output bias) get a zero
+                    # gradient, as in the established loss ([N, 1] + [N] broadcasts to
+                    # [N, N] there too, which keeps the mean's rounding the same).
+                    total = total + (logits * 0 + loss_Dr1).mean()
             _backward(total, gain)
         return terms
 
     # -----------------------------------------------------------------------------------
     # Running averages and state.
 
+    def _w_avg_calls(self, phase: str) -> int:
+        """Mapping calls per slot that move w_avg in `phase` (the same on every rank)."""
+        if not self._tracks_w_avg():
+            return 0
+        pl = 1 if self.pl_weight != 0 else 0
+        return {'Gmain': 1, 'Greg': pl, 'Gboth': 1 + pl, 'Dmain': 1, 'Dreg': 0, 'Dboth': 1}[phase]
+
     @torch.no_grad()
     def end_phase(self, phase: str, num_slots: int) -> None:
-        """Moves w_avg and the path-length mean with this phase's per-slot means, in slot order.
+        """Moves w_avg and the path-length mean with this phase's per-slot means, in slot order
+        (and, within a slot, in call order).
 
-        Collective when torch.distributed is initialised (every rank calls it after each G
+        Collective when torch.distributed is initialised (every rank calls it after each
         phase); each rank contributes the slots it ran.
 
         Args:
             phase: The phase just finished.
             num_slots: Micro-batches per step over all ranks.
         """
-        if phase not in G_PHASES:
+        calls = self._w_avg_calls(phase) if phase in G_PHASES + D_PHASES else 0
+        track_pl = phase in ('Greg', 'Gboth') and self.pl_weight != 0
+        if not (calls or track_pl):
+            self._pending_w.clear()
+            self._pending_pl.clear()
             return
         mapping = self.G.mapping
-        w_dim = mapping.w_avg.shape[0] if hasattr(mapping, 'w_avg') and mapping.w_avg_beta is not None else 0
-        track_w = w_dim > 0 and phase in ('Gmain', 'Gboth')
-        track_pl = phase in ('Greg', 'Gboth') and self.pl_weight != 0
-        if not (track_w or track_pl):
-            return
-        # One row per slot; rows of other ranks' slots are zero here and filled by the sum
-        # (adding zeros is exact, so every rank ends with the same bits).
-        table = torch.zeros([num_slots, w_dim + 2], device=self.device)
-        for slot, w in self._pending_w.items():
-            if track_w:
-                table[slot, :w_dim] = w
+        w_dim = mapping.w_avg.shape[0] if calls else 0
+        # One row per slot: `calls` w means, then the path-length mean and its flag. Rows of
+        # other ranks' slots are zero here and filled by the sum (adding zeros is exact, so
+        # every rank ends with the same bits).
+        table = torch.zeros([num_slots, calls * w_dim + 2], device=self.device)
+        for slot, ws in self._pending_w.items():
+            if len(ws) != calls:
+                raise RuntimeError(f'StyleGAN2Loss.end_phase({phase!r}): slot {slot} made {len(ws)} w_avg '
+                                   f'updates, expected {calls}')
+            for k, w in enumerate(ws):
+                table[slot, k * w_dim:(k + 1) * w_dim] = w
         for slot, pl in self._pending_pl.items():
             if track_pl:
-                table[slot, w_dim] = pl
-                table[slot, w_dim + 1] = 1
+                table[slot, -2] = pl
+                table[slot, -1] = 1
         if _distributed():
             torch.distributed.all_reduce(table)
         for slot in range(num_slots):
-            if track_w:
-                mapping.w_avg.copy_(table[slot, :w_dim].lerp(mapping.w_avg, mapping.w_avg_beta))
+            for k in range(calls):
+                mapping.w_avg.copy_(table[slot, k * w_dim:(k + 1) * w_dim].lerp(mapping.w_avg, mapping.w_avg_beta))
             if track_pl:
                 # Decided on the device: a Python `if` on the flag would wait for the GPU
                 # once per slot.
-                moved = self.pl_mean.lerp(table[slot, w_dim], self.pl_decay)
-                self.pl_mean.copy_(torch.where(table[slot, w_dim + 1] > 0, moved, self.pl_mean))
+                moved = self.pl_mean.lerp(table[slot, -2], self.pl_decay)
+                self.pl_mean.copy_(torch.where(table[slot, -1] > 0, moved, self.pl_mean))
         self._pending_w.clear()
         self._pending_pl.clear()
 
