@@ -113,7 +113,8 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
 @click.option('--device', type=click.Choice(['cuda', 'cpu']), default=None,
               help='Where to compute  [default: cuda when available]')
 @click.option('--detector', 'detector_values', metavar='[ROLE=]PATH', multiple=True,
-              help='Replacement feature network (TorchScript or network file); ROLE is inception '
+              help='Replacement feature network (TorchScript or network file, or "digits" for the shipped '
+              'digits detector: a domain FID for the demo data); ROLE is inception '
               '(FID/KID/IS) or vgg16 (PR/PPL), no ROLE replaces both. Repeatable.')
 @click.option('--detector-dir', metavar='DIR', type=click.Path(file_okay=False),
               help=f'Folder holding the official detector files (also ${detectors.DETECTOR_DIR_ENV}).')

@@ -297,6 +297,10 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
               help='Dataset the metrics compare against  [default: the full training set]')
 @click.option('--metrics', metavar='LIST', default=None,
               help='Metrics at each snapshot, comma-separated, or "none"  [default: fid50k_full; cpu: none]')
+@click.option('--detector', 'detector_values', metavar='[ROLE=]PATH', multiple=True,
+              help='Replacement feature network for the metrics (TorchScript or network file, or "digits" for '
+                   'the shipped digits detector: a domain FID on the demo data); ROLE is inception or vgg16. '
+                   'Repeatable')
 # Methods.
 @click.option('--aug', type=click.Choice(presets.AUG_MODES), default='apa', show_default=True,
               help='apa: adaptive pseudo augmentation; ada: adaptive ADA pipeline; fixed: p held at --p; noaug: neither')
@@ -413,6 +417,7 @@ def main(**opts):
         metrics = presets.parse_metrics(opts.pop('metrics'))
     except presets.ConfigError as e:
         raise click.BadParameter(e.message, param_hint=e.flag) from e
+    metric_detector = _check_detector(opts.pop('detector_values'))
 
     # Resume target.
     resume_pkl, resume_state = resolve_resume(opts.pop('resume'))
@@ -425,6 +430,7 @@ def main(**opts):
                                 device=device_type, **opts)
     except presets.ConfigError as e:
         raise click.BadParameter(e.message, param_hint=e.flag) from e
+    c.metric_detector = metric_detector
     rank0 = env is None or env.rank == 0
     if resume_state is not None:
         for line in check_resume_state(resume_state, c):
@@ -445,6 +451,19 @@ def main(**opts):
     run_dir = make_run_dir(outdir, desc, c)
     _print_summary(c, info, run_dir)
     distributed.launch(subprocess_fn, c.num_gpus, device_type, args=(dict(c),))
+
+
+def _check_detector(values) -> Optional[Dict[str, str]]:
+    """The --detector spec ({role: path}), with every file checked now, not at the first snapshot."""
+    from metrics import detectors, digits_detector  # pylint: disable=import-outside-toplevel
+    spec = detectors.parse_detector_option(values)
+    if spec is None:
+        return None
+    spec = {role: digits_detector.resolve(path) for role, path in spec.items()}
+    for path in spec.values():
+        if not os.path.isfile(path):
+            raise click.BadParameter(f'detector file "{path}" does not exist', param_hint='--detector')
+    return spec
 
 
 def _print_summary(c: dnnlib.EasyDict, info: dnnlib.EasyDict, run_dir: str) -> None:

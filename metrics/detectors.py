@@ -27,6 +27,8 @@ import torch
 
 import dnnlib
 
+from . import digits_detector
+
 # ---------------------------------------------------------------------------------------
 # The official detectors.
 
@@ -240,7 +242,8 @@ def get_detector(role: str, spec: DetectorSpec = None, device: Any = 'cpu',
 
     Args:
         role: 'inception' (FID/KID/IS) or 'vgg16' (PR/PPL).
-        spec: None for the official network; a path to a TorchScript or network file; an
+        spec: None for the official network; a path to a TorchScript or network file, or
+            'digits' for the shipped digits detector (`metrics/digits_detector.py`); an
             `nn.Module` or `Detector` object; or a dict {role: one of those} to replace only
             some roles.
         device: where the network runs.
@@ -252,6 +255,8 @@ def get_detector(role: str, spec: DetectorSpec = None, device: Any = 'cpu',
     device = torch.device(device)
     if isinstance(spec, dict):
         spec = spec.get(role)
+    if isinstance(spec, str):
+        spec = digits_detector.resolve(spec)   # The built-in name 'digits'.
     if isinstance(spec, Detector):
         return spec.to(device)
     if isinstance(spec, torch.nn.Module):

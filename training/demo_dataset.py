@@ -50,38 +50,45 @@ def num_demo_images() -> int:
     return int(load_digits_raw()[1].shape[0])
 
 
-def write_demo_dataset(dest: str, overwrite: bool = False) -> str:
+def write_demo_dataset(dest: str, overwrite: bool = False, resolution: int = DEMO_RESOLUTION) -> str:
     """Writes the demo dataset (with labels) as a dataset zip or folder, atomically.
 
     Args:
         dest: A '.zip' path or a folder path.
         overwrite: Replace an existing `dest`.
+        resolution: Side of the upscaled images (a power of two, at least 8).
 
     Returns:
         The destination path.
     """
     from training.dataset import DatasetWriter  # pylint: disable=import-outside-toplevel
     with DatasetWriter(dest, overwrite=overwrite) as writer:
-        for image, label in iter_demo_images():
+        for image, label in iter_demo_images(resolution):
             writer.add(image, label)
     return writer.dest
 
 
-def demo_zip_path() -> str:
-    """Where the demo zip lives in the cache directory."""
-    return dnnlib.make_cache_dir_path('datasets', f'demo-v{DEMO_VERSION}', 'demo.zip')
+def demo_zip_path(resolution: int = DEMO_RESOLUTION) -> str:
+    """Where the demo zip of a resolution lives in the cache directory."""
+    name = 'demo.zip' if resolution == DEMO_RESOLUTION else f'demo-{resolution}x{resolution}.zip'
+    return dnnlib.make_cache_dir_path('datasets', f'demo-v{DEMO_VERSION}', name)
 
 
-def ensure_demo_zip() -> str:
+def ensure_demo_zip(resolution: int = DEMO_RESOLUTION) -> str:
     """Returns the cached demo zip, building it first if it is not there yet.
 
     Concurrent callers (several ranks) each build to their own temporary file and rename it
     into place; the results are identical, so whichever lands last is fine.
 
+    Args:
+        resolution: Side of the images (32 for the demo; the limited-data benchmark uses 16).
+
     Returns:
         The path of the demo zip.
     """
-    path = demo_zip_path()
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ValueError(f'Demo dataset: resolution must be a power of two >= 8, got {resolution}')
+    path = demo_zip_path(resolution)
     if not os.path.isfile(path):
-        write_demo_dataset(path, overwrite=True)
+        write_demo_dataset(path, overwrite=True, resolution=resolution)
     return path

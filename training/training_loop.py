@@ -443,6 +443,7 @@ def training_loop(
     image_snapshot_ticks: Optional[int] = 50,  # Sample grids every this many ticks, None = never.
     network_snapshot_ticks: Optional[int] = 50,  # Network pickle + state every this many ticks.
     metrics: Sequence[str] = (),              # Metrics at each network snapshot.
+    metric_detector: Any = None,              # Replacement detector(s) for the metrics (see metrics.detectors).
     resume_pkl: Optional[str] = None,         # Network pickle to start from (weights and p).
     resume_kimg: float = 0,                   # Image count to assume with resume_pkl.
     resume_state: Optional[str] = None,       # Training state (file or run dir) to continue exactly.
@@ -859,7 +860,8 @@ def _run_metrics(c, G_ema: torch.nn.Module, snapshot_pkl: str, rank: int, dev: t
         dataset_kwargs = dict(c.training_set_kwargs, max_size=None)
     for metric in c.metrics:
         result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=dataset_kwargs,
-                                         num_gpus=c.num_gpus, rank=rank, device=dev)
+                                         num_gpus=c.num_gpus, rank=rank, device=dev,
+                                         detector=c.get('metric_detector'))
         if rank == 0:
             metric_main.report_metric(result, run_dir=c.run_dir, snapshot_pkl=snapshot_pkl)
         for name, value in result['results'].items():
