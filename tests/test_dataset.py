@@ -298,7 +298,7 @@ def test_demo_is_built_once_into_the_cache(tmp_path, monkeypatch):
     assert resolve_data_path('demo') == path and os.stat(path).st_mtime_ns == mtime  # Reused, not rebuilt.
     assert [f for f in os.listdir(os.path.dirname(path)) if f != 'demo.zip'] == []  # No temporaries left.
     ds = ImageFolderDataset(path, use_labels=True)
-    assert len(ds) == 1797 and ds.image_shape == [1, 32, 32] and ds.label_shape == [10] and ds.name == 'demo'
+    assert len(ds) == 1797 and ds.image_shape == [1, 16, 16] and ds.label_shape == [10] and ds.name == 'demo'
     labels = np.array([ds.get_details(i).raw_label for i in range(len(ds))])
     assert np.array_equal(np.bincount(labels), np.bincount(demo_dataset.load_digits_raw()[1]))
     # Real digits: dark background, bright strokes, a filter without heavy ringing.
