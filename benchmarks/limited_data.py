@@ -160,8 +160,13 @@ def _snapshot_kimgs(run_dir: str, pkls: List[str]) -> List[float]:
             kimgs = [json.loads(line).get('Progress/kimg', {}).get('mean') for line in f]
     if len(kimgs) == len(pkls) and None not in kimgs:
         return [float(k) for k in kimgs]
-    # Names are network-snapshot-<kimg>.pkl, with three decimals when not whole ('000012.345').
-    return [float(re.search(r'(\d+(?:\.\d+)?)\.pkl$', os.path.basename(p)).group(1)) for p in pkls]
+    # Names are network-snapshot-<kimg>.pkl, with the images past whole kimg after an
+    # underscore when there are any ('000012_345' is 12.345 kimg).
+    kimgs = []
+    for p in pkls:
+        whole, part = re.search(r'(\d+)(?:_(\d+))?\.pkl$', os.path.basename(p)).groups()
+        kimgs.append(int(whole) + int(part or 0) / 1000)
+    return kimgs
 
 
 # ---------------------------------------------------------------------------------------

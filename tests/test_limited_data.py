@@ -89,3 +89,16 @@ def test_benchmark_smoke_run(tmp_path):
     limited_data.main(['--outdir', str(out), '--sizes', '24', '--methods', 'noaug', '--spread-seeds', '',
                        '--kimg', '0.128', '--snap-kimg', '0.064', '--metric', 'fid100_full'])
     assert len(os.listdir(out / 'runs' / '00024-noaug-seed0')) == 2   # the run dir and result.json
+
+
+def test_training_reports_the_domain_fid(tmp_path):
+    from train_helpers import TINY, newest_run_dir, run_ok
+    args = [a for a in TINY if not a.startswith('--metrics')]
+    run_ok(['--outdir', tmp_path, '--data', 'demo', '--subset', '16', *args, '--metrics', 'fid50_full',
+            '--detector', 'digits'])
+    run_dir = newest_run_dir(tmp_path)
+    with open(os.path.join(run_dir, 'metric-fid50_full.jsonl'), encoding='utf-8') as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 1 and np.isfinite(rows[0]['results']['fid50_full'])
+    with open(os.path.join(run_dir, 'training_options.json'), encoding='utf-8') as f:
+        assert json.load(f)['metric_detector']['inception'] == digits_detector.DETECTOR_PATH
