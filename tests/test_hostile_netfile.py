@@ -245,13 +245,13 @@ def test_deep_nesting_is_refused_not_a_recursion_error():
 
 
 def test_deeply_nested_legacy_submodules_are_refused():
-    meta = {'type': 'class', 'class_name': 'Generator', 'version': 4, 'module_src': '', 'state': {}}
+    meta = {'type': 'class', 'class_name': 'MappingNetwork', 'version': 4, 'module_src': '', 'state': {}}
     inner = meta
     for _ in range(110):
         child = {'type': 'class', 'class_name': 'Generator', 'version': 4, 'module_src': '',
                  'state': {'_modules': {}}}
         inner['state'] = {'_modules': {'m': R(G('torch_utils.persistence', '_reconstruct_persistent_obj'), (child,))},
-                          '_init_kwargs': {}}
+                          '_init_kwargs': dict(z_dim=4, c_dim=0, w_dim=4, num_ws=2, num_layers=1)}
         inner = child
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20000)  # For the pure-Python pickler that writes the file.
