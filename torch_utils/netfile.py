@@ -1386,6 +1386,28 @@ def load_network(path_or_url: str, keys: Optional[Iterable[str]] = None,
         return load_network_pickle(f, keys=keys, device=device, limits=limits)
 
 
+def error_line(e: BaseException) -> str:
+    """An error as one line for a command-line message: OSErrors as 'path: reason', others
+    with their line breaks folded (class mismatches list names on several lines)."""
+    if isinstance(e, OSError) and e.strerror:
+        text = f'{e.filename}: {e.strerror}' if e.filename else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return ' '.join(text.split())
+
+
+_GENERATOR_ATTRS = ('mapping', 'synthesis', 'z_dim', 'c_dim', 'w_dim', 'num_ws', 'img_resolution', 'img_channels')
+
+
+def generator_problem(G: Any, what: str = 'G_ema') -> Optional[str]:
+    """None when `G` is usable as a generator, else a sentence saying what it is instead."""
+    if G is None:
+        return f'holds no {what}'
+    if not isinstance(G, torch.nn.Module) or not all(hasattr(G, a) for a in _GENERATOR_ATTRS):
+        return f'{what} is a {type(G).__name__}, not a generator'
+    return None
+
+
 def convert_network_pickle(src: str, dst: str, keys: Optional[Iterable[str]] = None) -> List[str]:
     """Reads any supported network file (e.g. a legacy pickle) and writes it in our format.
 
@@ -1425,8 +1447,8 @@ def _cli():
         key_list = [k for k in keys.split(',') if k] if keys else None
         try:
             notes = convert_network_pickle(src, dst, keys=key_list)
-        except (NetworkFileError, FileNotFoundError) as e:
-            raise click.ClickException(str(e))
+        except (NetworkFileError, OSError) as e:
+            raise click.ClickException(error_line(e))
         for note in notes:
             click.echo(f'note: {note}')
         click.echo(f'wrote {dst}')
@@ -1437,8 +1459,8 @@ def _cli():
         """List the entries of network file IN."""
         try:
             data = load_network(src)
-        except (NetworkFileError, FileNotFoundError) as e:
-            raise click.ClickException(str(e))
+        except (NetworkFileError, OSError) as e:
+            raise click.ClickException(error_line(e))
         click.echo(f'format: {getattr(data, "format", "plain")}')
         for key, value in (data.items() if isinstance(data, dict) else [('(top level)', data)]):
             extra = ''
