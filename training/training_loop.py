@@ -726,7 +726,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         # Sample grid with the fixed latents.
         if rank == 0 and c.image_snapshot_ticks is not None and (done or cur_tick % c.image_snapshot_ticks == 0):
             save_image_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu, dev),
-                            os.path.join(c.run_dir, f'fakes{cur_nimg // 1000:06d}.png'), grid_size)
+                            os.path.join(c.run_dir, f'fakes{training_state.snapshot_tag(cur_nimg)}.png'), grid_size)
 
         # Network snapshot and training state (state last: a crash in between leaves the
         # previous state as the newest complete one).
@@ -737,7 +737,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                 for module in [G, D, G_ema, augment_pipe, real_transform]:
                     if isinstance(module, torch.nn.Module):
                         misc.check_ddp_consistency(module)
-            snapshot_pkl = os.path.join(c.run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+            snapshot_pkl = os.path.join(c.run_dir, f'network-snapshot-{training_state.snapshot_tag(cur_nimg)}.pkl')
             if rank == 0:
                 data = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
                             real_transform=real_transform if isinstance(real_transform, torch.nn.Module) else None,

@@ -6,7 +6,7 @@ network, every optimizer, each augmentation probability and controller, the loss
 (path-length mean, the latest generated batch), the counters, the RNG streams and the
 config tree.
 
-Files are `training-state-<kimg:06d>.pt`, written by `torch.save` to a temporary name and
+Files are `training-state-<kimg>.pt` (see `snapshot_tag`), written by `torch.save` to a temporary name and
 renamed into place, so a crash while writing leaves the previous state intact. A pointer
 `training-state-latest.json` names the newest complete one. They are read with
 `torch.load(weights_only=True)`: only tensors and plain containers, numbers and strings are
@@ -16,9 +16,11 @@ inside, so loading never runs code from the file.
 import glob
 import json
 import os
+import pickle
 import random
 import re
-from typing import Any, Dict, List, Optional
+import zipfile
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,16 +31,28 @@ FORMAT_VERSION = 1
 STATE_PREFIX = 'training-state-'
 STATE_SUFFIX = '.pt'
 LATEST_POINTER = 'training-state-latest.json'
-_STATE_NAME = re.compile(r'^training-state-(\d+)\.pt$')
+_STATE_NAME = re.compile(r'^training-state-(\d+)(?:\.(\d{3}))?\.pt$')
 
 
 class TrainingStateError(RuntimeError):
     """A training state is missing, damaged, or does not fit the run."""
 
 
+def snapshot_tag(cur_nimg: int) -> str:
+    """The <kimg> of snapshot file names: '000012' at 12000 images, '000012.345' at 12345.
+
+    Whole kimg keep the familiar six digits; otherwise the exact image count shows as three
+    decimals, so two snapshots less than 1 kimg apart never share a name (network pickles
+    are all kept, and the newest states too).
+    """
+    cur_nimg = int(cur_nimg)
+    kimg, rest = divmod(cur_nimg, 1000)
+    return f'{kimg:06d}' if rest == 0 else f'{kimg:06d}.{rest:03d}'
+
+
 def state_file_name(cur_nimg: int) -> str:
-    """File name of the state taken at image count `cur_nimg` (kimg, 6 digits)."""
-    return f'{STATE_PREFIX}{int(cur_nimg) // 1000:06d}{STATE_SUFFIX}'
+    """File name of the state taken at image count `cur_nimg`."""
+    return f'{STATE_PREFIX}{snapshot_tag(cur_nimg)}{STATE_SUFFIX}'
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,7 +173,8 @@ def _state_files(run_dir: str) -> List[str]:
     for path in glob.glob(os.path.join(glob.escape(run_dir), f'{STATE_PREFIX}*{STATE_SUFFIX}')):
         m = _STATE_NAME.match(os.path.basename(path))
         if m:
-            found.append((int(m.group(1)), os.path.getmtime(path), path))
+            nimg = int(m.group(1)) * 1000 + int(m.group(2) or 0)
+            found.append((nimg, os.path.getmtime(path), path))
     return [p for _k, _t, p in sorted(found, reverse=True)]
 
 
@@ -202,6 +217,79 @@ def find_training_state(path: str) -> str:
     return files[0]
 
 
+def check_state_file(file: str) -> None:
+    """Cheap integrity check of a state file without unpickling it: torch.save writes a zip
+    archive, so a truncated or overwritten file lacks its directory or fails a CRC.
+
+    Raises:
+        TrainingStateError: naming the file and what is wrong with it.
+    """
+    try:
+        with zipfile.ZipFile(file) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile:
+        size = os.path.getsize(file) if os.path.exists(file) else 0
+        raise TrainingStateError(f'training state {file} is damaged ({size} bytes, not a complete state '
+                                 f'archive: truncated or overwritten?)') from None
+    except OSError as e:
+        raise TrainingStateError(f'cannot read training state {file}: {e.strerror or e}') from None
+    except Exception as e:  # zipfile raises assorted errors on mangled headers.
+        raise TrainingStateError(f'training state {file} is damaged ({type(e).__name__}: {e})') from None
+    if bad is not None:
+        raise TrainingStateError(f'training state {file} is damaged (member {bad} fails its checksum)')
+
+
+def find_intact_training_state(path: str) -> Tuple[str, List[str]]:
+    """Like find_training_state, but checks the file and, for a run directory whose newest
+    state is damaged, takes the newest intact older one.
+
+    Returns:
+        (state file, warnings): a warning for each damaged state passed over.
+
+    Raises:
+        TrainingStateError: the file given is damaged (the message names an intact state
+            beside it, if any), or no state of the directory is intact.
+    """
+    first = find_training_state(path)
+    if os.path.isfile(path):
+        try:
+            check_state_file(first)
+        except TrainingStateError as e:
+            others = [f for f in _state_files(os.path.dirname(os.path.abspath(first)) or '.')
+                      if os.path.abspath(f) != os.path.abspath(first)]
+            for other in others:
+                try:
+                    check_state_file(other)
+                except TrainingStateError:
+                    continue
+                raise TrainingStateError(f'{e}; an intact older state is beside it: resume with --resume={other}, '
+                                         f'or pass the run directory to take it automatically') from None
+            raise
+        return first, []
+    warnings = []
+    candidates = [first] + [f for f in _state_files(path) if os.path.abspath(f) != os.path.abspath(first)]
+    for file in candidates:
+        try:
+            check_state_file(file)
+        except TrainingStateError as e:
+            warnings.append(str(e))
+            continue
+        if warnings:
+            warnings.append(f'resuming from the newest intact state instead: {file}')
+        return file, warnings
+    raise TrainingStateError(f'no training state in {path} is intact: ' + '; '.join(warnings))
+
+
+def _first_line_without_advice(e: BaseException) -> str:
+    """torch.load's message without its suggestion to load with weights_only=False: a file
+    that fails the weights-only check must never be loaded any other way."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if 'weights_only' not in ln and 'WeightsUnpickler' not in ln
+            and not ln.startswith(('(1)', '(2)', 'Check the documentation', 'Please file an issue'))]
+    text = ' '.join(keep)
+    return (text[:300] + '...' if len(text) > 300 else text) or type(e).__name__
+
+
 def load_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     """Reads a training state (a file or a run directory) safely.
 
@@ -215,10 +303,17 @@ def load_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     file = find_training_state(path)
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TrainingStateError(f'training state {file} holds something other than tensors and plain data and '
+                                 f'was refused unread ({_first_line_without_advice(e)}); it is damaged or not '
+                                 f'from this framework') from None
     except Exception as e:
-        raise TrainingStateError(f'Cannot read training state {file}: {type(e).__name__}: {e}') from e
+        raise TrainingStateError(f'cannot read training state {file}: {type(e).__name__}: '
+                                 f'{_first_line_without_advice(e)}') from None
     if not isinstance(state, dict) or 'format' not in state:
         raise TrainingStateError(f'{file} is not a training state of this framework.')
+    if type(state['format']) is not int:
+        raise TrainingStateError(f'{file} is not a training state of this framework (bad format field).')
     if state['format'] > FORMAT_VERSION:
         raise TrainingStateError(f'{file} has state format {state["format"]}; this framework reads up to '
                                  f'{FORMAT_VERSION}. Update the framework.')
