@@ -120,6 +120,9 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = 'wb', encoding: Opti
 class DiskFullError(OSError):
     """Writing a file failed because its device is full; the previous file is intact."""
 
+    def __str__(self) -> str:
+        return f'{self.filename}: {self.strerror}'
+
 
 class _WriteCounter:
     """The open file of atomic_write: counts what was written and remembers the first OSError
