@@ -42,8 +42,43 @@ MAX_MEMBER_BYTES = 512 << 20          # Largest image file (uncompressed) inside
 MAX_LABELS_BYTES = 1 << 30            # Largest dataset.json.
 
 
+MAX_CLASSES = 1 << 16                 # Class labels are 0 .. MAX_CLASSES-1.
+MAX_LABEL_DIM = 1 << 12               # Length of a vector label.
+
+
 class DatasetError(ValueError):
     """A dataset cannot be used: names the dataset and the image or file at fault."""
+
+
+def validate_label(label: Any) -> Union[int, List[float]]:
+    """A label as stored: a class index (int in [0, MAX_CLASSES)) or a vector of finite floats.
+
+    Raises:
+        ValueError: saying what is wrong (a string, a bool, NaN, an absurd class index, ...).
+    """
+    if isinstance(label, (bool, np.bool_)):
+        raise ValueError(f'{label!r} is a boolean; a label is a class index or a list of numbers')
+    if isinstance(label, (int, np.integer)):
+        if not 0 <= int(label) < MAX_CLASSES:
+            raise ValueError(f'class index {int(label)} is outside 0..{MAX_CLASSES - 1}')
+        return int(label)
+    if isinstance(label, (float, np.floating)):
+        label = [label]
+    if isinstance(label, np.ndarray):
+        label = label.reshape(-1).tolist()
+    if not isinstance(label, (list, tuple)):
+        shown = repr(label) if isinstance(label, str) and len(label) < 40 else type(label).__name__
+        raise ValueError(f'{shown} is not a class index or a list of numbers')
+    if not 1 <= len(label) <= MAX_LABEL_DIM:
+        raise ValueError(f'a vector label needs 1..{MAX_LABEL_DIM} numbers, got {len(label)}')
+    out = []
+    for x in label:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+            raise ValueError(f'a vector label holds {type(x).__name__} values; only numbers are allowed')
+        if not np.isfinite(float(x)):
+            raise ValueError(f'a vector label holds {float(x)}; only finite numbers are allowed')
+        out.append(float(x))
+    return out
 
 # ---------------------------------------------------------------------------------------
 # Format helpers.
@@ -187,10 +222,8 @@ class DatasetWriter:
             raise ValueError(f'image {self.num_images} has shape {image.shape}, the dataset has {self._shape} (HWC)')
         if (label is None) != (not self._labels or self._labels[0] is None) and self._labels:
             raise ValueError(f'image {self.num_images}: either every image has a label or none does')
-        if isinstance(label, (np.integer, int)) and not isinstance(label, bool):
-            label = int(label)
-        elif label is not None:
-            label = [float(x) for x in np.asarray(label, dtype=np.float64).reshape(-1)]
+        if label is not None:
+            label = validate_label(label)
         name = archive_image_name(self.num_images)
         self._write(name, encode_png(image))
         self._labels.append(label)
@@ -218,9 +251,13 @@ class DatasetWriter:
             raise ValueError(f'No images were written to {self.dest}; nothing was created.')
         has_labels = self._labels[0] is not None
         labels = [[archive_image_name(i), lab] for i, lab in enumerate(self._labels)] if has_labels else None
-        self._write(LABELS_FILE, json.dumps({'labels': labels}).encode('utf-8'))
-        if self._zip is not None:
-            self._zip.close()
+        try:
+            self._write(LABELS_FILE, json.dumps({'labels': labels}, allow_nan=False).encode('utf-8'))
+            if self._zip is not None:
+                self._zip.close()
+        except BaseException:
+            self.discard()  # A full disk here must not leave the temporary output behind.
+            raise
         self._closed = True
         # The destination may have appeared while converting; check again before renaming.
         try:
@@ -587,14 +624,26 @@ class ImageFolderDataset(Dataset):
                 raise ValueError(f'Dataset {self._path}: {LABELS_FILE} is not a JSON object with "labels"') from e
         if labels is None:
             return None
-        labels = dict(labels)
+        try:
+            labels = dict(labels)
+        except (TypeError, ValueError):
+            raise DatasetError(f'Dataset {self._path}: {LABELS_FILE}: "labels" must be a list of [name, label] '
+                               f'pairs or null') from None
         missing = [n for n in self._image_fnames if n not in labels]
         if missing:
             raise ValueError(f'Dataset {self._path}: {LABELS_FILE} has no label for {missing[0]} '
                              f'({len(missing)} images unlabelled)')
-        values = [labels[n] for n in self._image_fnames]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        values = []
+        for n in self._image_fnames:
+            try:
+                values.append(validate_label(labels[n]))
+            except ValueError as e:
+                raise DatasetError(f'Dataset {self._path}: {LABELS_FILE}: the label of {n}: {e}') from None
+        if all(isinstance(v, int) for v in values):
             return np.array(values, dtype=np.int64)
+        if any(isinstance(v, int) for v in values) or len({len(v) for v in values}) > 1:
+            raise DatasetError(f'Dataset {self._path}: {LABELS_FILE} mixes class indices and vectors, or vectors '
+                               f'of different lengths')
         return np.array(values, dtype=np.float32).reshape(len(values), -1)
 
 
