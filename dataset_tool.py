@@ -57,7 +57,11 @@ Item = Tuple[str, Callable[[], Any], Any]
 
 
 def _open_image_bytes(data: bytes) -> PIL.Image.Image:
-    img = PIL.Image.open(io.BytesIO(data))
+    saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # Our own, clearer check below.
+    try:
+        img = PIL.Image.open(io.BytesIO(data))
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = saved
     w, h = img.size  # From the header: refuse a decompression bomb before decoding it.
     if w * h > MAX_SOURCE_PIXELS:
         raise ValueError(f'{w}x{h} pixels, over the limit of {MAX_SOURCE_PIXELS} for a source image')
@@ -592,7 +596,10 @@ def convert_dataset(source: str, dest: str, *, max_images: Optional[int] = None,
         has_labels = None
         try:
             writer = DatasetWriter(dest, overwrite=overwrite)
-        except FileExistsError:
+        except FileExistsError as e:
+            if e.filename and os.path.abspath(e.filename) != os.path.abspath(dest):
+                raise DatasetToolError(f'--dest {dest}: cannot write there ({e.filename} is a file, not a '
+                                       f'folder)') from None
             raise
         except OSError as e:
             raise DatasetToolError(f'--dest {dest}: cannot write there ({e.strerror or e})') from None

@@ -595,10 +595,12 @@ def main(**opts):
 
     # Resume target.
     allow_partial = opts.pop('allow_partial_resume')
-    resume_pkl, resume_state = resolve_resume(opts.pop('resume'))
+    resume_arg = opts.pop('resume')
+    resume_pkl, resume_state = resolve_resume(resume_arg)
     resume_notes = []
     if resume_state is not None:
-        resume_state, resume_notes = check_resume_state_file(resume_state)
+        # A run directory may fall back to an older intact state; a file given is checked as is.
+        resume_state, resume_notes = check_resume_state_file(resume_arg if os.path.isdir(resume_arg) else resume_state)
 
     # The config tree (pure: everything above was the file system's part).
     try:

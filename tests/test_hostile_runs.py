@@ -167,16 +167,22 @@ def test_atomic_write_into_missing_or_non_directory_parent_names_the_target(tmp_
 
 def test_snapshot_tags_never_collide_and_sort_by_image_count(tmp_path):
     assert training_state.snapshot_tag(0) == '000000'
-    assert training_state.snapshot_tag(12000) == '000012'
-    assert training_state.snapshot_tag(12345) == '000012.345'
-    assert training_state.snapshot_tag(12001) == '000012.001'
-    tags = [training_state.snapshot_tag(n) for n in range(0, 5000, 16)]
-    assert len(set(tags)) == len(tags)
+    assert training_state.snapshot_tag(12345) == '000012'
+    assert training_state.snapshot_tag(12345, taken={'000012'}) == '000012.345'
+    taken = set()
+    for n in range(0, 5000, 16):
+        tag = training_state.snapshot_tag(n, taken)
+        assert tag not in taken
+        taken.add(tag)
+    taken = set()
     for nimg in (64, 128, 1000, 1064):
-        training_state.save_training_state(str(tmp_path), {'n': nimg}, nimg, keep=None)
+        tag = training_state.snapshot_tag(nimg, taken)
+        taken.add(tag)
+        training_state.save_training_state(str(tmp_path), {'n': nimg}, nimg, keep=None, tag=tag)
     names = [os.path.basename(p) for p in training_state._state_files(str(tmp_path))]
     assert names == ['training-state-000001.064.pt', 'training-state-000001.pt',
-                     'training-state-000000.128.pt', 'training-state-000000.064.pt']
+                     'training-state-000000.128.pt', 'training-state-000000.pt']
+    assert training_state.find_training_state(str(tmp_path)).endswith('training-state-000001.064.pt')
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pickle
 import random
 import re
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,21 +38,28 @@ class TrainingStateError(RuntimeError):
     """A training state is missing, damaged, or does not fit the run."""
 
 
-def snapshot_tag(cur_nimg: int) -> str:
-    """The <kimg> of snapshot file names: '000012' at 12000 images, '000012.345' at 12345.
+def snapshot_tag(cur_nimg: int, taken: Iterable[str] = ()) -> str:
+    """The <kimg> of snapshot file names: the familiar six digits of whole kimg ('000012' at
+    12000 to 12999 images), unless a snapshot of this run already took that name; then the
+    exact image count as three decimals ('000012.345' at 12345 images).
 
-    Whole kimg keep the familiar six digits; otherwise the exact image count shows as three
-    decimals, so two snapshots less than 1 kimg apart never share a name (network pickles
-    are all kept, and the newest states too).
+    So two snapshots less than 1 kimg apart (a fine --tick/--snap schedule, or the final
+    snapshot just after a regular one) never share a name: every network pickle is kept, and
+    the newest states too.
+
+    Args:
+        cur_nimg: Image count of the snapshot.
+        taken: Tags this run has used so far (the caller adds the result).
     """
     cur_nimg = int(cur_nimg)
     kimg, rest = divmod(cur_nimg, 1000)
-    return f'{kimg:06d}' if rest == 0 else f'{kimg:06d}.{rest:03d}'
+    short = f'{kimg:06d}'
+    return short if short not in set(taken) else f'{short}.{rest:03d}'
 
 
-def state_file_name(cur_nimg: int) -> str:
-    """File name of the state taken at image count `cur_nimg`."""
-    return f'{STATE_PREFIX}{snapshot_tag(cur_nimg)}{STATE_SUFFIX}'
+def state_file_name(cur_nimg: int, tag: Optional[str] = None) -> str:
+    """File name of the state taken at image count `cur_nimg` (or with the given tag)."""
+    return f'{STATE_PREFIX}{tag or snapshot_tag(cur_nimg)}{STATE_SUFFIX}'
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,7 +140,8 @@ def _atomic_write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep: Optional[int] = 2) -> str:
+def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep: Optional[int] = 2,
+                        tag: Optional[str] = None) -> str:
     """Writes a training state and points `training-state-latest.json` at it.
 
     The state file is complete before the pointer moves, and older files are removed only
@@ -144,11 +152,12 @@ def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep
         state: Tensors and plain data (see `to_plain`); `format` is added.
         cur_nimg: Image count of the state (names the file).
         keep: How many state files to keep (newest first); None keeps all.
+        tag: The <kimg> part of the name (see `snapshot_tag`); None = whole kimg.
 
     Returns:
         The path of the written file.
     """
-    name = state_file_name(cur_nimg)
+    name = state_file_name(cur_nimg, tag)
     path = os.path.join(run_dir, name)
     payload = to_plain(dict(state, format=FORMAT_VERSION))
     _atomic_torch_save(payload, path)
