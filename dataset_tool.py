@@ -73,6 +73,8 @@ def _parse_labels_json(text: bytes, where: str) -> Optional[Dict[str, Any]]:
     """Reads dataset.json ({"labels": [[name, label], ...]} or null) into {name: label}."""
     try:
         labels = json.loads(text).get('labels')
+    except RecursionError:
+        raise DatasetToolError(f'{where}: JSON nested too deeply to read') from None
     except (ValueError, AttributeError) as e:
         raise DatasetToolError(f'{where}: not valid JSON of the form {{"labels": [[name, label], ...]}}: {e}')
     if labels is None:
@@ -155,7 +157,8 @@ class FolderSource(_NamedFilesSource):
         names = []
         for root, _dirs, files in os.walk(path):
             for f in files:
-                if f.lower().endswith(IMAGE_EXTENSIONS):
+                # Regular files only: a FIFO would block, /dev/zero never ends.
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, f)):
                     names.append(os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/'))
         labels = None
         json_path = os.path.join(path, LABELS_FILE)
@@ -171,7 +174,10 @@ class FolderSource(_NamedFilesSource):
         if os.path.getsize(path) > MAX_MEMBER_BYTES:
             raise BadImageError(name, f'is {os.path.getsize(path)} bytes, over the limit of {MAX_MEMBER_BYTES}')
         with open(path, 'rb') as f:
-            return f.read()
+            data = f.read(MAX_MEMBER_BYTES + 1)
+        if len(data) > MAX_MEMBER_BYTES:
+            raise BadImageError(name, f'is over the limit of {MAX_MEMBER_BYTES} bytes')
+        return data
 
 
 class ZipSource(_NamedFilesSource):

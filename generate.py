@@ -216,6 +216,38 @@ def interpolate_ws(key_ws: torch.Tensor, frames: int, loop: bool) -> torch.Tenso
     return torch.cat(out)
 
 
+MAX_PROJECTED_W_ELEMENTS = 1 << 28  # 1 GiB of float32.
+
+
+def read_projected_w(path: str) -> np.ndarray:
+    """The array `w` of a projector's .npz, checked from its header before it is read:
+    numeric, at most MAX_PROJECTED_W_ELEMENTS elements, no pickled objects."""
+    import zipfile  # pylint: disable=import-outside-toplevel
+    try:
+        with zipfile.ZipFile(path) as z:
+            if 'w.npy' not in z.namelist():
+                raise click.BadParameter(f'{path} has no array named "w"', param_hint='--projected-w')
+            with z.open('w.npy') as f:
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f'npy format version {version} is not supported')
+                shape, _fortran, dtype = read_header(f)
+        if dtype.hasobject or dtype.kind not in 'fiu':
+            raise click.BadParameter(f'{path}: w has dtype {dtype}; a numeric array is needed', param_hint='--projected-w')
+        if math.prod(shape) > MAX_PROJECTED_W_ELEMENTS:
+            raise click.BadParameter(f'{path}: w declares shape {list(shape)}, over {MAX_PROJECTED_W_ELEMENTS} '
+                                     f'elements', param_hint='--projected-w')
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data['w'], dtype=np.float32)
+    except click.BadParameter:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise click.BadParameter(f'{path} is not a readable .npz of projected latents ({type(e).__name__}: {e})',
+                                 param_hint='--projected-w') from None
+
+
 def iter_video_ws(key_ws: torch.Tensor, frames: int, loop: bool, batch: int) -> Iterator[torch.Tensor]:
     """interpolate_ws(key_ws, frames, loop) in batches, one transition at a time."""
     keys = torch.cat([key_ws, key_ws[:1]]) if loop else key_ws
@@ -346,10 +378,7 @@ def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video
     if projected_w is not None:
         if not os.path.isfile(projected_w):
             raise click.BadParameter(f'{projected_w} does not exist', param_hint='--projected-w')
-        with np.load(projected_w) as data:
-            if 'w' not in data:
-                raise click.BadParameter(f'{projected_w} has no array named "w"', param_hint='--projected-w')
-            ws = torch.from_numpy(np.asarray(data['w'], dtype=np.float32))
+        ws = torch.from_numpy(read_projected_w(projected_w))
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
             raise click.BadParameter(f'w has shape {list(ws.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]', param_hint='--projected-w')
         ws = ws.to(device)

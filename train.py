@@ -247,8 +247,10 @@ def check_resume_state(state_path: str, c: dnnlib.EasyDict) -> List[str]:
     try:
         with open(options_path) as f:
             old = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return [f'cannot read {options_path}; not checking that the options match the resumed run']
+    if not isinstance(old, dict):
+        return [f'{options_path} is not a dict of options; not checking that the options match the resumed run']
     new = presets.to_plain(c)
     structural = []
     for key in _STRUCTURAL_KEYS:
@@ -294,6 +296,11 @@ def check_resume_state_file(resume: str) -> Tuple[str, List[str]]:
     if not isinstance(state, dict) or not isinstance(state.get('progress'), dict) \
             or not isinstance(state.get('modules'), dict):
         raise click.BadParameter(f'{path} is not a training state of this framework', param_hint='--resume')
+    bad = [k for k in ('cur_nimg', 'cur_tick', 'batch_idx')
+           if type(state['progress'].get(k)) is not int or state['progress'][k] < 0]
+    if bad:
+        raise click.BadParameter(f'{path}: progress counters {", ".join(bad)} are not non-negative integers; the '
+                                 f'state is damaged or not from this framework', param_hint='--resume')
     del state
     return path, warnings
 

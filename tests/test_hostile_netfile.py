@@ -395,3 +395,31 @@ def test_errors_name_the_file(tmp_path):
     assert str(info.value).startswith(str(path)) and 'os.system' in str(info.value)
     with pytest.raises(netfile.NetworkFileError, match='is a directory'):
         netfile.load_network(str(tmp_path))
+
+
+def test_constructor_arguments_cannot_make_a_network_allocate_gigabytes():
+    """A record of a few hundred bytes asking for a 65536x65536 generator with 65536 channels."""
+    rec = dict(format=1, class_name='training.networks.Generator', args=(),
+               kwargs=dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=65536, img_channels=3,
+                           synthesis_kwargs=dict(channel_base=1 << 30, channel_max=65536)), state={})
+    blob = craft({'G_ema': R(G('torch_utils.netfile', '_rebuild_module'), (rec,))})
+    assert len(blob) < 1000
+    start = time.perf_counter()
+    with pytest.raises(netfile.UnsafeNetworkFileError, match=r'allocate more than .* \(max_tensor_bytes\)'):
+        load(blob)
+    assert time.perf_counter() - start < 5
+    # The same guard under a small limit, with an ordinary network.
+    small = dict(rec, kwargs=dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
+                                  mapping_kwargs=dict(num_layers=1),
+                                  synthesis_kwargs=dict(channel_base=64, channel_max=8)))
+    with pytest.raises(netfile.UnsafeNetworkFileError, match='allocate more than 1000 bytes'):
+        load(craft({'G_ema': R(G('torch_utils.netfile', '_rebuild_module'), (small,))}),
+             limits=netfile.LoadLimits(max_tensor_bytes=1000))
+
+
+def test_huge_integer_argument_is_a_clear_error():
+    rec = dict(format=1, class_name='training.networks.MappingNetwork', args=(),
+               kwargs=dict(z_dim=10 ** 5000, c_dim=0, w_dim=4, num_ws=2, num_layers=1), state={})
+    with pytest.raises(netfile.NetworkFileError) as info:
+        load(craft({'G': R(G('torch_utils.netfile', '_rebuild_module'), (rec,))}))
+    assert len(str(info.value)) < 1000

@@ -144,6 +144,7 @@ class _Budget:
     def __init__(self, limits: LoadLimits):
         self.limits = limits
         self.tensor_bytes = 0
+        self.construct_bytes = 0  # What constructors allocated (every module of the file together).
 
     def take_tensor(self, shape: Tuple[int, ...], itemsize: int, what: str) -> None:
         if len(shape) > self.limits.max_tensor_dims:
@@ -398,15 +399,81 @@ def _check_named_objects(value: Any, what: str) -> None:
             _check_named_objects(v, what)
 
 
+class _AllocationGuard(torch.overrides.TorchFunctionMode):
+    """Bounds the tensors a constructor allocates. Constructor arguments come from the file, so
+    a few bytes (img_resolution=65536, channel_max=65536) could otherwise make __init__ allocate
+    many gigabytes before the stored state is even compared. Factory calls are counted against
+    max_tensor_bytes and refused before they allocate."""
+
+    _FACTORIES = frozenset([torch.empty, torch.zeros, torch.ones, torch.randn, torch.rand, torch.full,
+                            torch.eye, torch.randint, torch.normal])
+
+    def __init__(self, limit: int, what: str):
+        super().__init__()
+        self.limit = limit
+        self.what = what
+        self.used = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._FACTORIES:
+            numel = _requested_numel(func, args, kwargs)
+            if numel is not None:
+                dtype = kwargs.get('dtype') or torch.get_default_dtype()
+                itemsize = torch.empty([], dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 8
+                self.used += numel * itemsize
+                if self.used > self.limit:
+                    raise UnsafeNetworkFileError(
+                        f'{self.what}: the stored constructor arguments make the network allocate more than '
+                        f'{self.limit} bytes (max_tensor_bytes); refusing to build it')
+        return func(*args, **kwargs)
+
+
+def _requested_numel(func, args: tuple, kwargs: dict) -> Optional[int]:
+    """Element count a factory call asks for (None when it cannot be told cheaply)."""
+    try:
+        if func is torch.eye:
+            n = int(args[0]) if args else int(kwargs['n'])
+            m = int(args[1]) if len(args) > 1 and not isinstance(args[1], torch.Tensor) else n
+            return n * m
+        if func is torch.randint:
+            size = kwargs.get('size', args[-1] if args else None)
+        elif func is torch.normal:
+            size = kwargs.get('size', args[2] if len(args) > 2 else None)
+        else:
+            size = kwargs.get('size', args[0] if len(args) == 1 or func is torch.full else args)
+        if size is None:
+            return None
+        if isinstance(size, (int, np.integer)):
+            size = (size,)
+        dims = [int(d) for d in size]
+        return math.prod(max(d, 0) for d in dims)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+
+
 def _construct(cls: type, args: tuple, kwargs: dict, what: str) -> torch.nn.Module:
     _check_named_objects((args, kwargs), what)
+    budget = _budget_var.get()
+    limit = budget.limits.max_tensor_bytes if budget is not None else DEFAULT_LIMITS.max_tensor_bytes
+    guard = _AllocationGuard(limit, what)
+    guard.used = budget.construct_bytes if budget is not None else 0
     try:
-        return cls(*args, **kwargs)
+        with guard:
+            return cls(*args, **kwargs)
+    except NetworkFileError:
+        raise
     except Exception as e:
-        shown = repr(dict(args=args, kwargs=kwargs))
+        try:
+            shown = repr(dict(args=args, kwargs=kwargs))
+        except ValueError:  # e.g. an integer of more digits than Python converts to text.
+            shown = '(too large to show)'
         shown = shown if len(shown) <= 400 else shown[:400] + ' ...'
         raise NetworkFileError(f'{what}: cannot construct {_qualname(cls)} with the stored arguments '
                                f'{shown}: {type(e).__name__}: {e}') from e
+    finally:
+        if budget is not None:
+            budget.construct_bytes = guard.used
 
 
 def _build_module(record: _ModuleRecord, mat: '_Materializer') -> torch.nn.Module:
@@ -1405,6 +1472,9 @@ def generator_problem(G: Any, what: str = 'G_ema') -> Optional[str]:
         return f'holds no {what}'
     if not isinstance(G, torch.nn.Module) or not all(hasattr(G, a) for a in _GENERATOR_ATTRS):
         return f'{what} is a {type(G).__name__}, not a generator'
+    bad = [n for n, t in G.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        return f'{what} has non-finite weights (NaN or Inf) in {len(bad)} tensors, e.g. {bad[0]}; its images would be blank'
     return None
 
 
@@ -1466,7 +1536,9 @@ def _cli():
             extra = ''
             if isinstance(value, torch.nn.Module):
                 extra = f' ({sum(t.numel() for t in value.state_dict().values())} tensor elements)'
-            click.echo(f'{key}: {_qualname(value)}{extra}')
+            # Keys are the file's: printed as repr unless plain, so they cannot carry terminal escapes.
+            shown = key if isinstance(key, str) and re.fullmatch(r'[\w.() -]{1,100}', key) else _show(key)
+            click.echo(f'{shown}: {_qualname(value)}{extra}')
 
     return cli
 

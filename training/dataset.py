@@ -505,8 +505,9 @@ class ImageFolderDataset(Dataset):
         self._zipfile = None
         if os.path.isdir(path):
             self._type = 'dir'
+            # Regular files only: a FIFO would block the header check, /dev/zero never ends.
             names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/')
-                     for root, _dirs, files in os.walk(path) for f in files]
+                     for root, _dirs, files in os.walk(path) for f in files if os.path.isfile(os.path.join(root, f))]
         elif os.path.isfile(path) and zipfile.is_zipfile(path):
             self._type = 'zip'
             try:
@@ -590,7 +591,9 @@ class ImageFolderDataset(Dataset):
         fname = self._image_fnames[raw_idx]
         try:
             with self._open_file(fname) as f:
-                data = f.read()
+                data = f.read(MAX_MEMBER_BYTES + 1)
+            if len(data) > MAX_MEMBER_BYTES:
+                raise ValueError(f'over {MAX_MEMBER_BYTES} bytes')
             if pyspng is not None and fname.lower().endswith('.png'):
                 image = pyspng.load(data)
             else:
@@ -620,8 +623,8 @@ class ImageFolderDataset(Dataset):
         with self._open_file(LABELS_FILE) as f:
             try:
                 labels = json.loads(f.read(MAX_LABELS_BYTES + 1)).get('labels')
-            except (ValueError, AttributeError) as e:
-                raise ValueError(f'Dataset {self._path}: {LABELS_FILE} is not a JSON object with "labels"') from e
+            except (ValueError, AttributeError, RecursionError):
+                raise DatasetError(f'Dataset {self._path}: {LABELS_FILE} is not a JSON object with "labels"') from None
         if labels is None:
             return None
         try:

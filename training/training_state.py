@@ -217,7 +217,7 @@ def find_training_state(path: str) -> str:
             candidate = os.path.join(path, os.path.basename(name))
             if os.path.isfile(candidate):
                 return candidate
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             pass  # A damaged pointer: fall back to the files themselves.
     files = _state_files(path)
     if not files:
