@@ -449,3 +449,22 @@ def test_dataset_tool_decompression_bomb_image(tmp_path):
     one_error_line(res, 'b.png', '60000x60000 pixels')
     res = CliRunner().invoke(dataset_tool.main, ['--source', str(src), '--dest', str(tmp_path / 'o.zip'), '--skip-bad'])
     assert res.exit_code == 0 and 'b.png' in res.output
+
+
+def test_image_with_a_good_header_and_corrupt_pixels_stops_the_run_with_one_line_in_the_log(tmp_path):
+    path = tmp_path / 'd.zip'
+    write_blobs(str(path), num=8)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    name = '00000/img00000003.png'
+    png = bytearray(members[name])
+    i = png.index(b'IDAT') + 4
+    png[i:i + 20] = b'\xff' * 20  # The header still says 16x16 grayscale; the pixels do not decode.
+    members[name] = bytes(png)
+    with zipfile.ZipFile(tmp_path / 'e.zip', 'w') as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    res = invoke(['--outdir', tmp_path / 'runs', '--data', tmp_path / 'e.zip', *TINY])
+    line = one_error_line(res, 'cannot decode image', name)
+    run_dir = newest_run_dir(tmp_path / 'runs')
+    assert 'Error: ' + line.split('Error: ', 1)[1] in open(os.path.join(run_dir, 'log.txt')).read()
