@@ -233,5 +233,5 @@ def test_malicious_state_is_refused_without_torch_advice(tmp_path):
         training_state.load_training_state(str(path))
     text = str(info.value)
     assert 'weights_only' not in text and 'will likely succeed' not in text
-    assert 'refused unread' in text and str(path) in text
+    assert 'refused it unread' in text and str(path) in text
     assert not marker.exists()

@@ -313,11 +313,11 @@ def load_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise TrainingStateError(f'training state {file} holds something other than tensors and plain data and '
-                                 f'was refused unread ({_first_line_without_advice(e)}); it is damaged or not '
-                                 f'from this framework') from None
+        raise TrainingStateError(f'Cannot read training state {file}: the weights-only reader refused it unread '
+                                 f'({_first_line_without_advice(e)}); it is damaged or holds more than tensors and '
+                                 f'plain data, and was not loaded any other way') from None
     except Exception as e:
-        raise TrainingStateError(f'cannot read training state {file}: {type(e).__name__}: '
+        raise TrainingStateError(f'Cannot read training state {file}: {type(e).__name__}: '
                                  f'{_first_line_without_advice(e)}') from None
     if not isinstance(state, dict) or 'format' not in state:
         raise TrainingStateError(f'{file} is not a training state of this framework.')
