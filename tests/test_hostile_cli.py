@@ -302,10 +302,9 @@ def test_truncated_newest_state_resumes_from_the_intact_older_one(data16, tmp_pa
     run_dir = newest_run_dir(out)
     states = sorted(n for n in os.listdir(run_dir) if n.startswith('training-state-0'))
     # 8 and 16 images: both in kimg 0, so the second name carries the exact count.
-    assert states == ['training-state-000000.016.pt', 'training-state-000000.pt']
+    assert states == ['training-state-000000.pt', 'training-state-000000_016.pt']
     pkls = sorted(n for n in os.listdir(run_dir) if n.startswith('network-snapshot-'))
-    assert pkls == ['network-snapshot-000000.016.pkl', 'network-snapshot-000000.pkl']  # None overwritten.
-    states = states[::-1]  # Oldest first.
+    assert pkls == ['network-snapshot-000000.pkl', 'network-snapshot-000000_016.pkl']  # None overwritten.
     newest = os.path.join(run_dir, states[1])
     with open(newest, 'r+b') as f:
         f.truncate(os.path.getsize(newest) // 2)

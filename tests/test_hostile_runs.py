@@ -168,7 +168,7 @@ def test_atomic_write_into_missing_or_non_directory_parent_names_the_target(tmp_
 def test_snapshot_tags_never_collide_and_sort_by_image_count(tmp_path):
     assert training_state.snapshot_tag(0) == '000000'
     assert training_state.snapshot_tag(12345) == '000012'
-    assert training_state.snapshot_tag(12345, taken={'000012'}) == '000012.345'
+    assert training_state.snapshot_tag(12345, taken={'000012'}) == '000012_345'
     taken = set()
     for n in range(0, 5000, 16):
         tag = training_state.snapshot_tag(n, taken)
@@ -180,9 +180,11 @@ def test_snapshot_tags_never_collide_and_sort_by_image_count(tmp_path):
         taken.add(tag)
         training_state.save_training_state(str(tmp_path), {'n': nimg}, nimg, keep=None, tag=tag)
     names = [os.path.basename(p) for p in training_state._state_files(str(tmp_path))]
-    assert names == ['training-state-000001.064.pt', 'training-state-000001.pt',
-                     'training-state-000000.128.pt', 'training-state-000000.pt']
-    assert training_state.find_training_state(str(tmp_path)).endswith('training-state-000001.064.pt')
+    assert names == ['training-state-000001_064.pt', 'training-state-000001.pt',
+                     'training-state-000000_128.pt', 'training-state-000000.pt']
+    assert training_state.find_training_state(str(tmp_path)).endswith('training-state-000001_064.pt')
+    # Sorting the names gives the order of writing too (scripts often take sorted(glob)[-1]).
+    assert sorted(names) == names[::-1]
 
 
 # ---------------------------------------------------------------------------------------

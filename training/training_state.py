@@ -31,7 +31,7 @@ FORMAT_VERSION = 1
 STATE_PREFIX = 'training-state-'
 STATE_SUFFIX = '.pt'
 LATEST_POINTER = 'training-state-latest.json'
-_STATE_NAME = re.compile(r'^training-state-(\d+)(?:\.(\d{3}))?\.pt$')
+_STATE_NAME = re.compile(r'^training-state-(\d+)(?:_(\d{3}))?\.pt$')
 
 
 class TrainingStateError(RuntimeError):
@@ -41,7 +41,9 @@ class TrainingStateError(RuntimeError):
 def snapshot_tag(cur_nimg: int, taken: Iterable[str] = ()) -> str:
     """The <kimg> of snapshot file names: the familiar six digits of whole kimg ('000012' at
     12000 to 12999 images), unless a snapshot of this run already took that name; then the
-    exact image count as three decimals ('000012.345' at 12345 images).
+    exact image count after an underscore ('000012_345' at 12345 images). The underscore sorts
+    after the '.' of the short name, so sorting the file names still gives the order in
+    which they were written.
 
     So two snapshots less than 1 kimg apart (a fine --tick/--snap schedule, or the final
     snapshot just after a regular one) never share a name: every network pickle is kept, and
@@ -54,7 +56,7 @@ def snapshot_tag(cur_nimg: int, taken: Iterable[str] = ()) -> str:
     cur_nimg = int(cur_nimg)
     kimg, rest = divmod(cur_nimg, 1000)
     short = f'{kimg:06d}'
-    return short if short not in set(taken) else f'{short}.{rest:03d}'
+    return short if short not in set(taken) else f'{short}_{rest:03d}'
 
 
 def state_file_name(cur_nimg: int, tag: Optional[str] = None) -> str:
