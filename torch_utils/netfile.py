@@ -424,8 +424,9 @@ class _AllocationGuard(torch.overrides.TorchFunctionMode):
                 self.used += numel * itemsize
                 if self.used > self.limit:
                     raise UnsafeNetworkFileError(
-                        f'{self.what}: the stored constructor arguments make the network allocate more than '
-                        f'{self.limit} bytes (max_tensor_bytes); refusing to build it')
+                        f'{self.what}: the stored constructor arguments make the network allocate more than its '
+                        f'stored tensors can justify ({self.used} bytes so far; bounded by 4x the stored state '
+                        f'plus 64 MiB, and by max_tensor_bytes); refusing to build it')
         return func(*args, **kwargs)
 
 
@@ -452,12 +453,23 @@ def _requested_numel(func, args: tuple, kwargs: dict) -> Optional[int]:
         return None
 
 
-def _construct(cls: type, args: tuple, kwargs: dict, what: str) -> torch.nn.Module:
+_CONSTRUCT_SLACK = 64 << 20  # Bytes a constructor may allocate beyond 4x the state it is stored with.
+
+
+def _state_nbytes(state: Dict[str, Any]) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
+
+
+def _construct(cls: type, args: tuple, kwargs: dict, what: str, state_bytes: int = 0) -> torch.nn.Module:
+    """cls(*args, **kwargs) for a module stored with `state_bytes` of tensors: what the
+    constructor allocates is bounded by 4x that plus 64 MiB (its parameters, with room for
+    temporaries and non-persistent buffers), and by max_tensor_bytes over the whole file."""
     _check_named_objects((args, kwargs), what)
     budget = _budget_var.get()
-    limit = budget.limits.max_tensor_bytes if budget is not None else DEFAULT_LIMITS.max_tensor_bytes
-    guard = _AllocationGuard(limit, what)
-    guard.used = budget.construct_bytes if budget is not None else 0
+    total = budget.limits.max_tensor_bytes if budget is not None else DEFAULT_LIMITS.max_tensor_bytes
+    used = budget.construct_bytes if budget is not None else 0
+    guard = _AllocationGuard(min(total, used + 4 * state_bytes + _CONSTRUCT_SLACK), what)
+    guard.used = used
     try:
         with guard:
             return cls(*args, **kwargs)
@@ -480,9 +492,9 @@ def _build_module(record: _ModuleRecord, mat: '_Materializer') -> torch.nn.Modul
     cls = _resolve_registered(record.class_name)
     args = mat.value(record.args)
     kwargs = mat.value(record.kwargs)
-    module = _construct(cls, args, kwargs, record.class_name)
     state = {k: mat.tensor(v, f'{record.class_name} state {k!r}')
              for k, v in _str_dict(record.state, f'{record.class_name} state').items()}
+    module = _construct(cls, args, kwargs, record.class_name, _state_nbytes(state))
     _load_state_strict(module, state, record.class_name)
     return module
 
@@ -1219,9 +1231,9 @@ class _Materializer:
             raise UnsafeNetworkFileError(f'{what}: _init_args/_init_kwargs must be a tuple and a dict')
         if entry.adapt is not None:
             args, kwargs = entry.adapt(args, kwargs)
-        module = _construct(cls, tuple(args), dict(kwargs), what)
         state = {}
         _flatten_legacy_state(obj.state, '', state, f'{what}', max_depth=self.limits.max_depth)
+        module = _construct(cls, tuple(args), dict(kwargs), what, _state_nbytes(state))
         _load_state_strict(module, state, f'{what} as {entry.class_name}', self.notes,
                            tolerate_nonpersistent=True)
         return module
