@@ -467,3 +467,28 @@ def test_image_with_a_good_header_and_corrupt_pixels_stops_the_run_with_one_line
     line = one_error_line(res, 'cannot decode image', name)
     run_dir = newest_run_dir(tmp_path / 'runs')
     assert 'Error: ' + line.split('Error: ', 1)[1] in open(os.path.join(run_dir, 'log.txt')).read()
+
+
+def test_read_only_destinations(files, tmp_path, monkeypatch):
+    """A read-only file system (simulated: the tests may run as root, for whom chmod does not
+    bite) is one line naming the destination, for netfile convert and dataset_tool."""
+    import tempfile
+    from training import dataset as dataset_mod
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, 'Read-only file system', kwargs.get('dir') or (args[0] if args else None))
+    monkeypatch.setattr(tempfile, 'mkstemp', read_only)
+    res = CliRunner().invoke(netfile._cli(), ['convert', files['good'], str(tmp_path / 'out.pkl')])
+    one_error_line(res, 'out.pkl', 'Read-only file system')
+    monkeypatch.undo()
+
+    real_zipfile = dataset_mod.zipfile.ZipFile
+
+    def zip_read_only(path, mode='r', *args, **kwargs):
+        if mode == 'x':
+            raise OSError(errno.EROFS, 'Read-only file system', path)
+        return real_zipfile(path, mode, *args, **kwargs)
+    monkeypatch.setattr(dataset_mod.zipfile, 'ZipFile', zip_read_only)
+    res = CliRunner().invoke(dataset_tool.main, ['--source', 'demo', '--dest', str(tmp_path / 'd.zip')])
+    one_error_line(res, '--dest', 'Read-only file system')
+    assert os.listdir(tmp_path) == []
