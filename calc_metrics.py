@@ -157,10 +157,11 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
     try:
         network = netfile.load_network(network_pkl, keys=['G_ema', 'training_set_kwargs'])
     except (OSError, netfile.NetworkFileError) as e:
-        raise click.BadParameter(str(e), param_hint='--network')
+        raise click.BadParameter(netfile.error_line(e), param_hint='--network')
     G = network.get('G_ema') if isinstance(network, dict) else None
-    if not isinstance(G, torch.nn.Module):
-        raise click.BadParameter(f'"{network_pkl}" holds no G_ema generator.', param_hint='--network')
+    problem = netfile.generator_problem(G)
+    if problem is not None:
+        raise click.BadParameter(f'"{network_pkl}" {problem}.', param_hint='--network')
 
     dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror)
     try:  # Fail here, with one clear message, rather than in every process.

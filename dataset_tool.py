@@ -13,6 +13,8 @@ import dataclasses
 import gzip
 import io
 import json
+import math
+import numbers
 import os
 import pickle
 import tarfile
@@ -25,10 +27,11 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from training.dataset import (DatasetWriter, IMAGE_EXTENSIONS, LABELS_FILE, is_power_of_two,
-                              subset_indices)
+from training.dataset import (DatasetWriter, IMAGE_EXTENSIONS, LABELS_FILE, MAX_LABELS_BYTES, MAX_MEMBER_BYTES,
+                              MAX_RESOLUTION, is_power_of_two, subset_indices, validate_label)
 
 TRANSFORMS = ('none', 'center-crop', 'center-crop-wide', 'resize-long')
+MAX_SOURCE_PIXELS = 1 << 27  # Largest source image decoded (134 Mpx, ~400 MB as RGB).
 
 
 class DatasetToolError(Exception):
@@ -54,7 +57,14 @@ Item = Tuple[str, Callable[[], Any], Any]
 
 
 def _open_image_bytes(data: bytes) -> PIL.Image.Image:
-    img = PIL.Image.open(io.BytesIO(data))
+    saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # Our own, clearer check below.
+    try:
+        img = PIL.Image.open(io.BytesIO(data))
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = saved
+    w, h = img.size  # From the header: refuse a decompression bomb before decoding it.
+    if w * h > MAX_SOURCE_PIXELS:
+        raise ValueError(f'{w}x{h} pixels, over the limit of {MAX_SOURCE_PIXELS} for a source image')
     img.load()  # Decode now, so a truncated file fails here and not later.
     return img
 
@@ -63,14 +73,29 @@ def _parse_labels_json(text: bytes, where: str) -> Optional[Dict[str, Any]]:
     """Reads dataset.json ({"labels": [[name, label], ...]} or null) into {name: label}."""
     try:
         labels = json.loads(text).get('labels')
+    except RecursionError:
+        raise DatasetToolError(f'{where}: JSON nested too deeply to read') from None
     except (ValueError, AttributeError) as e:
         raise DatasetToolError(f'{where}: not valid JSON of the form {{"labels": [[name, label], ...]}}: {e}')
     if labels is None:
         return None
     try:
-        return {str(name).replace('\\', '/'): label for name, label in (labels.items() if isinstance(labels, dict) else labels)}
+        pairs = {str(name).replace('\\', '/'): label
+                 for name, label in (labels.items() if isinstance(labels, dict) else labels)}
     except (TypeError, ValueError):
         raise DatasetToolError(f'{where}: "labels" must be a list of [name, label] pairs or null')
+    kinds = set()
+    for name, label in pairs.items():
+        try:
+            label = validate_label(label)
+        except ValueError as e:
+            raise DatasetToolError(f'{where}: the label of {name}: {e}') from None
+        kinds.add('class' if isinstance(label, int) else f'vector of {len(label)}')
+        pairs[name] = label
+        if len(kinds) > 1:
+            raise DatasetToolError(f'{where}: labels mix {" and ".join(sorted(kinds))} (at {name}); every label '
+                                   f'must be a class index, or every label a vector of one length')
+    return pairs
 
 
 class Source:
@@ -132,18 +157,27 @@ class FolderSource(_NamedFilesSource):
         names = []
         for root, _dirs, files in os.walk(path):
             for f in files:
-                if f.lower().endswith(IMAGE_EXTENSIONS):
+                # Regular files only: a FIFO would block, /dev/zero never ends.
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, f)):
                     names.append(os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/'))
         labels = None
         json_path = os.path.join(path, LABELS_FILE)
         if os.path.isfile(json_path):
+            if os.path.getsize(json_path) > MAX_LABELS_BYTES:
+                raise DatasetToolError(f'{json_path} is over {MAX_LABELS_BYTES} bytes; refusing to read it')
             with open(json_path, 'rb') as f:
                 labels = _parse_labels_json(f.read(), json_path)
         super().__init__(names, labels)
 
     def _read(self, name):
-        with open(os.path.join(self.path, name), 'rb') as f:
-            return f.read()
+        path = os.path.join(self.path, name)
+        if os.path.getsize(path) > MAX_MEMBER_BYTES:
+            raise BadImageError(name, f'is {os.path.getsize(path)} bytes, over the limit of {MAX_MEMBER_BYTES}')
+        with open(path, 'rb') as f:
+            data = f.read(MAX_MEMBER_BYTES + 1)
+        if len(data) > MAX_MEMBER_BYTES:
+            raise BadImageError(name, f'is over the limit of {MAX_MEMBER_BYTES} bytes')
+        return data
 
 
 class ZipSource(_NamedFilesSource):
@@ -153,16 +187,36 @@ class ZipSource(_NamedFilesSource):
 
     def __init__(self, path: str):
         self.path = path
-        self.zip = zipfile.ZipFile(path)
-        all_names = self.zip.namelist()
+        try:
+            self.zip = zipfile.ZipFile(path)
+            self.infos = {i.filename: i for i in self.zip.infolist()}
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise DatasetToolError(f'--source {path}: a damaged zip file ({e})') from None
+        all_names = list(self.infos)
         names = [n for n in all_names if n.lower().endswith(IMAGE_EXTENSIONS) and not n.endswith('/')]
         labels = None
         if LABELS_FILE in all_names:
-            labels = _parse_labels_json(self.zip.read(LABELS_FILE), f'{path}:{LABELS_FILE}')
+            if self.infos[LABELS_FILE].file_size > MAX_LABELS_BYTES:
+                raise DatasetToolError(f'{path}:{LABELS_FILE} declares {self.infos[LABELS_FILE].file_size} bytes '
+                                       f'uncompressed (over {MAX_LABELS_BYTES}); refusing to unpack it')
+            labels = _parse_labels_json(self._read_bounded(LABELS_FILE, MAX_LABELS_BYTES), f'{path}:{LABELS_FILE}')
         super().__init__(names, labels)
 
+    def _read_bounded(self, name: str, limit: int) -> bytes:
+        """A member's bytes, refusing what declares (or turns out to hold) more than `limit`:
+        a zip of a few megabytes can declare members of many gigabytes."""
+        declared = self.infos[name].file_size
+        if declared > limit:
+            raise BadImageError(name, f'declares {declared} bytes uncompressed, over the limit of {limit}; '
+                                      f'not unpacked (a zip bomb?)')
+        with self.zip.open(name) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise BadImageError(name, f'unpacks to more than {limit} bytes; not unpacked further')
+        return data
+
     def _read(self, name):
-        return self.zip.read(name)
+        return self._read_bounded(name, MAX_MEMBER_BYTES)
 
     def close(self):
         self.zip.close()
@@ -546,7 +600,15 @@ def convert_dataset(source: str, dest: str, *, max_images: Optional[int] = None,
         counts: collections.Counter = collections.Counter()
         first_name, shape = None, None
         has_labels = None
-        writer = DatasetWriter(dest, overwrite=overwrite)
+        try:
+            writer = DatasetWriter(dest, overwrite=overwrite)
+        except FileExistsError as e:
+            if e.filename and os.path.abspath(e.filename) != os.path.abspath(dest):
+                raise DatasetToolError(f'--dest {dest}: cannot write there ({e.filename} is a file, not a '
+                                       f'folder)') from None
+            raise
+        except OSError as e:
+            raise DatasetToolError(f'--dest {dest}: cannot write there ({e.strerror or e})') from None
         with writer, tqdm(total=len(indices), unit='img', disable=(None if progress is None else not progress),
                           desc='Converting') as bar:
             for name, load, label in src.items(indices.tolist()):
@@ -593,6 +655,9 @@ def convert_dataset(source: str, dest: str, *, max_images: Optional[int] = None,
     except FileExistsError as e:
         # The writer found dest (again) at the start or just before the final rename.
         raise DatasetToolError(str(e)) from None
+    except OSError as e:
+        # A full or read-only disk while writing: the writer removed its temporary output.
+        raise DatasetToolError(f'--dest {dest}: writing failed ({e.strerror or e}); nothing was written') from None
     finally:
         src.close()
     return Report(dest=writer.dest, num_images=writer.num_images, shape=tuple(shape), has_labels=bool(has_labels),
@@ -615,6 +680,8 @@ def _parse_resolution(ctx, param, value):  # pylint: disable=unused-argument
         dims = dims * 2
     if len(dims) != 2 or min(dims) < 1:
         raise click.BadParameter(f'"{value}" is not WxH (e.g. 256x256) or N')
+    if max(dims) > MAX_RESOLUTION:
+        raise click.BadParameter(f'{value} is over the largest supported resolution, {MAX_RESOLUTION}')
     return tuple(dims)
 
 
@@ -638,8 +705,8 @@ def _parse_resolution(ctx, param, value):  # pylint: disable=unused-argument
                    'none: resize to --resolution if given. Resampling is Lanczos.')
 @click.option('--resolution', callback=_parse_resolution, metavar='WxH',
               help='Output size, e.g. 256x256 (or 256); the result must be square and a power of two.')
-@click.option('--width', type=click.IntRange(min=1), metavar='PX', help='Output width (with --height).')
-@click.option('--height', type=click.IntRange(min=1), metavar='PX', help='Output height (with --width).')
+@click.option('--width', type=click.IntRange(min=1, max=MAX_RESOLUTION), metavar='PX', help='Output width (with --height).')
+@click.option('--height', type=click.IntRange(min=1, max=MAX_RESOLUTION), metavar='PX', help='Output height (with --width).')
 @click.option('--channels', type=click.Choice(['auto', '1', '3']), default='auto', show_default=True,
               help='auto: keep grayscale/colour as found, all images must agree, a transparent alpha '
                    'channel is an error; 1 or 3: convert every image (alpha composited over black).')

@@ -23,9 +23,10 @@ Network files are loaded through the safe loader: our own pickles and pickles in
 stylegan2-ada-pytorch format (read as data; no code from the file runs).
 """
 
+import math
 import os
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
@@ -39,9 +40,45 @@ from metrics import metric_utils
 # Argument parsing.
 
 
-def parse_seeds(text: str) -> List[int]:
-    """Parses '0-3,10,20-22' into [0, 1, 2, 3, 10, 20, 21, 22] (ranges are inclusive)."""
-    seeds = []
+class Seeds(Sequence[int]):
+    """The seeds of --seeds as ranges: '0-100000000' costs two numbers, not a list of 10^8."""
+
+    def __init__(self, ranges: Sequence[range]):
+        self.ranges = list(ranges)
+        self.starts = []
+        total = 0
+        for r in self.ranges:
+            self.starts.append(total)
+            total += len(r)
+        self.total = total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.total))]
+        if i < 0:
+            i += self.total
+        if not 0 <= i < self.total:
+            raise IndexError('seed index out of range')
+        k = max(j for j, start in enumerate(self.starts) if start <= i) if len(self.ranges) > 1 else 0
+        return self.ranges[k][i - self.starts[k]]
+
+    def __iter__(self) -> Iterator[int]:
+        for r in self.ranges:
+            yield from r
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, tuple, Seeds)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f'Seeds({self.ranges!r})'
+
+
+def parse_seeds(text: str) -> Seeds:
+    """Parses '0-3,10,20-22' into the seeds [0, 1, 2, 3, 10, 20, 21, 22] (ranges are inclusive)."""
+    ranges = []
     for part in str(text).split(','):
         part = part.strip()
         m = re.fullmatch(r'(\d+)\s*-\s*(\d+)', part)
@@ -49,14 +86,14 @@ def parse_seeds(text: str) -> List[int]:
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
                 raise ValueError(f'range "{part}" ends before it starts')
-            seeds.extend(range(lo, hi + 1))
+            ranges.append(range(lo, hi + 1))
         elif re.fullmatch(r'\d+', part):
-            seeds.append(int(part))
+            ranges.append(range(int(part), int(part) + 1))
         else:
             raise ValueError(f'"{part}" is neither a seed nor a range a-b (seeds are non-negative integers)')
-    if any(s >= 2**32 for s in seeds):
+    if any(r.stop > 2**32 for r in ranges):
         raise ValueError('seeds must be below 2**32')
-    return seeds
+    return Seeds(ranges)
 
 
 def parse_grid(text: str) -> Tuple[int, int]:
@@ -132,13 +169,21 @@ def synthesize_ws(G, ws: torch.Tensor, noise_mode: str, batch: int) -> np.ndarra
 @torch.no_grad()
 def seeds_to_ws(G, seeds: Sequence[int], c: torch.Tensor, psi: float, cutoff: Optional[int], device, batch: int) -> torch.Tensor:
     """Maps seeds to ws [N, num_ws, w_dim]; each row depends on its seed only."""
-    z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in seeds])).to(device)
+    return torch.cat(list(iter_seed_ws(G, seeds, c, psi, cutoff, device, batch)))
+
+
+@torch.no_grad()
+def iter_seed_ws(G, seeds: Sequence[int], c: torch.Tensor, psi: float, cutoff: Optional[int], device,
+                 batch: int) -> Iterator[torch.Tensor]:
+    """The ws of `seeds`, `batch` seeds at a time: memory does not grow with the seed count."""
     c = c.to(device)
-    ws = []
-    for i in range(0, len(seeds), batch):
-        zb = z[i:i + batch]
-        ws.append(G.mapping(zb, c.expand(zb.shape[0], -1), truncation_psi=psi, truncation_cutoff=cutoff))
-    return torch.cat(ws)
+    it = iter(seeds)
+    while True:
+        chunk = [s for _, s in zip(range(batch), it)]
+        if not chunk:
+            return
+        zb = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in chunk])).to(device)
+        yield G.mapping(zb, c.expand(zb.shape[0], -1), truncation_psi=psi, truncation_cutoff=cutoff)
 
 
 def make_grid(images: np.ndarray, cols: int, rows: int) -> np.ndarray:
@@ -171,8 +216,52 @@ def interpolate_ws(key_ws: torch.Tensor, frames: int, loop: bool) -> torch.Tenso
     return torch.cat(out)
 
 
-def write_video(frames: np.ndarray, path: str, fps: int) -> None:
-    """Writes NHWC uint8 frames to an H.264 mp4 through imageio-ffmpeg, atomically."""
+MAX_PROJECTED_W_ELEMENTS = 1 << 28  # 1 GiB of float32.
+
+
+def read_projected_w(path: str) -> np.ndarray:
+    """The array `w` of a projector's .npz, checked from its header before it is read:
+    numeric, at most MAX_PROJECTED_W_ELEMENTS elements, no pickled objects."""
+    import zipfile  # pylint: disable=import-outside-toplevel
+    try:
+        with zipfile.ZipFile(path) as z:
+            if 'w.npy' not in z.namelist():
+                raise click.BadParameter(f'{path} has no array named "w"', param_hint='--projected-w')
+            with z.open('w.npy') as f:
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f'npy format version {version} is not supported')
+                shape, _fortran, dtype = read_header(f)
+        if dtype.hasobject or dtype.kind not in 'fiu':
+            raise click.BadParameter(f'{path}: w has dtype {dtype}; a numeric array is needed', param_hint='--projected-w')
+        if math.prod(shape) > MAX_PROJECTED_W_ELEMENTS:
+            raise click.BadParameter(f'{path}: w declares shape {list(shape)}, over {MAX_PROJECTED_W_ELEMENTS} '
+                                     f'elements', param_hint='--projected-w')
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data['w'], dtype=np.float32)
+    except click.BadParameter:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise click.BadParameter(f'{path} is not a readable .npz of projected latents ({type(e).__name__}: {e})',
+                                 param_hint='--projected-w') from None
+
+
+def iter_video_ws(key_ws: torch.Tensor, frames: int, loop: bool, batch: int) -> Iterator[torch.Tensor]:
+    """interpolate_ws(key_ws, frames, loop) in batches, one transition at a time."""
+    keys = torch.cat([key_ws, key_ws[:1]]) if loop else key_ws
+    for i in range(keys.shape[0] - 1):
+        last = not loop and i == keys.shape[0] - 2
+        part = interpolate_ws(keys[i:i + 2], frames, loop=False)
+        part = part if last else part[:-1]
+        for j in range(0, part.shape[0], batch):
+            yield part[j:j + batch]
+
+
+def write_video(frames, path: str, fps: int) -> None:
+    """Writes NHWC uint8 frames (an array, or any iterable of HWC frames) to an H.264 mp4
+    through imageio-ffmpeg, atomically."""
     import imageio  # pylint: disable=import-outside-toplevel
     tmp = os.path.join(os.path.dirname(path) or '.', f'.tmp-{os.getpid()}-{os.path.basename(path)}')
     try:
@@ -191,15 +280,50 @@ def write_video(frames: np.ndarray, path: str, fps: int) -> None:
 
 
 def load_generator(network: str, device: torch.device):
-    """Loads G_ema (or G when a file has no G_ema) through the safe loader."""
+    """Loads G_ema through the safe loader; every problem is a one-line --network error."""
     from torch_utils import netfile  # pylint: disable=import-outside-toplevel
     try:
         data = netfile.load_network(network, keys=('G_ema',))
-    except FileNotFoundError as e:
-        raise click.BadParameter(str(e), param_hint='--network')
-    if data.get('G_ema') is None:
-        raise click.BadParameter(f'{network} holds no generator (G_ema)', param_hint='--network')
-    return data['G_ema'].eval().requires_grad_(False).to(device)
+    except (OSError, netfile.NetworkFileError) as e:
+        raise click.BadParameter(netfile.error_line(e), param_hint='--network')
+    G = data.get('G_ema') if isinstance(data, dict) else None
+    problem = netfile.generator_problem(G)
+    if problem is not None:
+        raise click.BadParameter(f'{network} {problem}', param_hint='--network')
+    return G.eval().requires_grad_(False).to(device)
+
+
+def one_line(e: BaseException) -> str:
+    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    return netfile.error_line(e)
+
+
+def make_outdir(outdir: str) -> None:
+    """Creates --outdir and checks that files can be written there, before any work."""
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        if not os.access(outdir, os.W_OK | os.X_OK):
+            raise PermissionError(13, 'Permission denied', outdir)
+    except FileExistsError:
+        raise click.BadParameter(f'{outdir} exists and is not a directory', param_hint='--outdir') from None
+    except OSError as e:
+        raise click.BadParameter(one_line(e), param_hint='--outdir') from None
+
+
+def save_all(items, describe: str) -> int:
+    """Saves (path, HWC image) pairs as they come; a write error names the file."""
+    n = 0
+    for path, img in items:
+        try:
+            save_png(img, path)
+        except OSError as e:
+            raise click.ClickException(f'cannot write {path}: {one_line(e)} ({n} {describe} saved before it)') from None
+        n += 1
+    return n
+
+
+MAX_GRID_IMAGES = 4096      # A grid is one image held in memory.
+MAX_VIDEO_KEYFRAMES = 10_000
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,6 +354,12 @@ def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video
         raise click.UsageError('--seeds is required (unless --projected-w is given)')
     if projected_w is not None and seeds:
         raise click.UsageError('--seeds and --projected-w cannot be combined')
+    if not math.isfinite(psi):
+        raise click.BadParameter(f'{psi} is not a finite number', param_hint='--trunc')
+    if grid is not None and grid[0] * grid[1] > MAX_GRID_IMAGES:
+        raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid has more than {MAX_GRID_IMAGES} cells', param_hint='--grid')
+    if video and len(seeds) > MAX_VIDEO_KEYFRAMES:
+        raise click.BadParameter(f'a video takes at most {MAX_VIDEO_KEYFRAMES} seeds, got {len(seeds)}', param_hint='--seeds')
     if grid is not None and len(seeds) != grid[0] * grid[1]:
         raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid needs {grid[0] * grid[1]} seeds, got {len(seeds)}', param_hint='--grid')
     if video and len(seeds) < 2:
@@ -242,41 +372,47 @@ def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video
         raise click.BadParameter('CUDA is not available on this machine; use --device=cpu', param_hint='--device')
 
     G = load_generator(network, device)
-    os.makedirs(outdir, exist_ok=True)
+    make_outdir(outdir)
 
     # Projected latents: no mapping network, no truncation.
     if projected_w is not None:
         if not os.path.isfile(projected_w):
             raise click.BadParameter(f'{projected_w} does not exist', param_hint='--projected-w')
-        with np.load(projected_w) as data:
-            if 'w' not in data:
-                raise click.BadParameter(f'{projected_w} has no array named "w"', param_hint='--projected-w')
-            ws = torch.from_numpy(np.asarray(data['w'], dtype=np.float32))
+        ws = torch.from_numpy(read_projected_w(projected_w))
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
             raise click.BadParameter(f'w has shape {list(ws.shape)}; this network needs [N, {G.num_ws}, {G.w_dim}]', param_hint='--projected-w')
-        images = synthesize_ws(G, ws.to(device), noise_mode, batch)
-        for idx, img in enumerate(images):
-            save_png(img, os.path.join(outdir, f'proj{idx:02d}.png'))
-        click.echo(f'Saved {len(images)} images to {outdir}')
+        ws = ws.to(device)
+        n = save_all(((os.path.join(outdir, f'proj{i + j:02d}.png'), img)
+                      for i in range(0, ws.shape[0], batch)
+                      for j, img in enumerate(synthesize_ws(G, ws[i:i + batch], noise_mode, batch))), 'images')
+        click.echo(f'Saved {n} images to {outdir}')
         return
 
     c = class_label(G, class_idx)
-    ws = seeds_to_ws(G, seeds, c, psi, cutoff, device, batch)
     if video:
-        images = synthesize_ws(G, interpolate_ws(ws, frames, loop), noise_mode, batch)
+        ws = seeds_to_ws(G, seeds, c, psi, cutoff, device, batch)  # Keyframes only.
         path = os.path.join(outdir, f'video-seeds{seeds[0]}-{seeds[-1]}.mp4')
-        write_video(images, path, fps)
-        click.echo(f'Saved {len(images)} frames to {path}')
+        stream = (img for wb in iter_video_ws(ws, frames, loop, batch)
+                  for img in synthesize_ws(G, wb, noise_mode, batch))
+        try:
+            write_video(stream, path, fps)
+        except OSError as e:
+            raise click.ClickException(f'cannot write {path}: {one_line(e)}') from None
+        click.echo(f'Saved {(len(seeds) - 1 + loop) * frames + (not loop)} frames to {path}')
         return
-    images = synthesize_ws(G, ws, noise_mode, batch)
     if grid is not None:
+        images = synthesize_ws(G, seeds_to_ws(G, seeds, c, psi, cutoff, device, batch), noise_mode, batch)
         path = os.path.join(outdir, f'grid-seeds{seeds[0]}-{seeds[-1]}.png')
-        save_png(make_grid(images, *grid), path)
+        save_all([(path, make_grid(images, *grid))], 'grids')
         click.echo(f'Saved a {grid[0]}x{grid[1]} grid to {path}')
         return
-    for seed, img in zip(seeds, images):
-        save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
-    click.echo(f'Saved {len(images)} images to {outdir}')
+    # One batch at a time: mapping, synthesis, PNGs; nothing accumulates across batches.
+    seed_iter = iter(seeds)
+    pairs = ((os.path.join(outdir, f'seed{next(seed_iter):04d}.png'), img)
+             for wb in iter_seed_ws(G, seeds, c, psi, cutoff, device, batch)
+             for img in synthesize_ws(G, wb, noise_mode, batch))
+    n = save_all(pairs, 'images')
+    click.echo(f'Saved {n} images to {outdir}')
 
 
 if __name__ == '__main__':

@@ -179,11 +179,19 @@ def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str
     if not os.path.exists(data):
         raise click.BadParameter(f'{data}: no such file or folder', param_hint='--data')
 
-    net = netfile.load_network_pickle(network_path, keys=('G_ema',))
-    if net.get('G_ema') is None:
-        raise click.BadParameter(f'{network_path} has no G_ema', param_hint='--network')
-    G = net['G_ema'].to(dev).eval().requires_grad_(False)
-    dataset = ImageFolderDataset(path=data)
+    try:
+        net = netfile.load_network_pickle(network_path, keys=('G_ema',))
+    except (OSError, netfile.NetworkFileError) as e:
+        raise click.BadParameter(netfile.error_line(e), param_hint='--network') from None
+    G = net.get('G_ema') if isinstance(net, dict) else None
+    problem = netfile.generator_problem(G)
+    if problem is not None:
+        raise click.BadParameter(f'{network_path} {problem}', param_hint='--network')
+    G = G.to(dev).eval().requires_grad_(False)
+    try:
+        dataset = ImageFolderDataset(path=data)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(netfile.error_line(e), param_hint='--data') from None
     if dataset.resolution != G.img_resolution or dataset.num_channels != G.img_channels:
         raise click.BadParameter(f'{data} holds {dataset.num_channels}x{dataset.resolution}x{dataset.resolution} '
                                  f'images, the generator makes {G.img_channels}x{G.img_resolution}x'
@@ -199,8 +207,11 @@ def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str
     click.echo(format_table(rows))
     click.echo(f'Best: {rows[0]["backbone"]} (train with --cv={rows[0]["backbone"]}).')
     if json_path is not None:
-        with dnnlib.atomic_write(json_path, 'w') as f:
-            json.dump(dict(network=network_path, data=data, num=len(reals), ranking=rows), f, indent=2)
+        try:
+            with dnnlib.atomic_write(json_path, 'w') as f:
+                json.dump(dict(network=network_path, data=data, num=len(reals), ranking=rows), f, indent=2)
+        except OSError as e:
+            raise click.BadParameter(netfile.error_line(e), param_hint='--json') from None
 
 
 if __name__ == '__main__':

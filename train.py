@@ -27,8 +27,10 @@ training_options.json in a new run directory <outdir>/<NNNNN>-<description>;
 
 import glob
 import json
+import math
 import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
@@ -47,6 +49,39 @@ OPTIONS_FILE = 'training_options.json'
 # Work of one process.
 
 
+class TrainingStopped(click.ClickException):
+    """A run stopped on an error its message explains (already written to log.txt)."""
+
+
+def _user_errors() -> tuple:
+    """Errors of a run that one line explains (a full disk, a damaged image or state, ...)."""
+    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    from training import dataset, training_loop  # pylint: disable=import-outside-toplevel
+    return (OSError, dataset.DatasetError, training_state.TrainingStateError, netfile.NetworkFileError,
+            training_loop.NonFiniteError)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error of a run; a DataLoader worker's wrapped traceback is cut to
+    its last line (the original error)."""
+    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    text = str(e)
+    if 'Original Traceback' in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        return ' '.join(last.split(':', 1)[-1].split()) if ':' in last else ' '.join(last.split())
+    return netfile.error_line(e)
+
+
+def _log_error(run_dir: Optional[str], line: str) -> None:
+    if not run_dir:
+        return
+    try:
+        with open(os.path.join(run_dir, 'log.txt'), 'a', encoding='utf-8') as f:
+            f.write(f'Error: {line}\n')
+    except OSError:
+        pass  # The disk may be the problem; the line still reaches the terminal.
+
+
 def subprocess_fn(rank: int, device: torch.device, c: Dict[str, Any]) -> None:
     """Trains on one process (the process group, if any, is already joined)."""
     # Imported here so `--help` and `--dry-run` stay fast.
@@ -58,7 +93,17 @@ def subprocess_fn(rank: int, device: torch.device, c: Dict[str, Any]) -> None:
     if device.type == 'cpu' and world_size > 1 and not os.environ.get('OMP_NUM_THREADS'):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     local_rank = device.index if device.type == 'cuda' else None
-    training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
+    try:
+        training_loop.training_loop(rank=rank, local_rank=local_rank, **c)
+    except _user_errors() as e:
+        line = error_line(e)
+        if rank == 0:
+            _log_error(c.get('run_dir'), line)
+        if world_size == 1:
+            raise TrainingStopped(line) from None
+        # A spawned worker: one line, then leave (the launcher reports the exit).
+        print(f'Error (process {rank}): {line}', file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def _torchrun_fn(rank: int, device: torch.device, c: dnnlib.EasyDict, outdir: str, desc: str) -> None:
@@ -96,7 +141,12 @@ def make_run_dir(outdir: str, desc: str, c: dnnlib.EasyDict) -> str:
     Two runs started at the same moment may pick the same number; os.makedirs without
     exist_ok makes the second one take the next number instead of sharing a directory.
     """
-    os.makedirs(outdir, exist_ok=True)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except FileExistsError:
+        raise click.BadParameter(f'{outdir} exists and is not a directory', param_hint='--outdir') from None
+    except OSError as e:
+        raise click.BadParameter(f'cannot create {outdir}: {e.strerror or e}', param_hint='--outdir') from None
     for _ in range(100):
         run_dir = next_run_dir(outdir, desc)
         try:
@@ -104,10 +154,18 @@ def make_run_dir(outdir: str, desc: str, c: dnnlib.EasyDict) -> str:
             break
         except FileExistsError:
             continue
+        except OSError as e:
+            raise click.BadParameter(f'cannot create a run directory in {outdir}: {e.strerror or e}',
+                                     param_hint='--outdir') from None
     else:
         raise click.ClickException(f'could not create a new run directory in {outdir}')
     c.run_dir = run_dir
-    write_json_atomic(os.path.join(run_dir, OPTIONS_FILE), presets.to_plain(c))
+    try:
+        write_json_atomic(os.path.join(run_dir, OPTIONS_FILE), presets.to_plain(c))
+    except OSError as e:
+        if not os.listdir(run_dir):
+            os.rmdir(run_dir)  # Leave nothing behind for a run that never started.
+        raise click.BadParameter(f'cannot write in {run_dir}: {e.strerror or e}', param_hint='--outdir') from None
     return run_dir
 
 
@@ -189,8 +247,10 @@ def check_resume_state(state_path: str, c: dnnlib.EasyDict) -> List[str]:
     try:
         with open(options_path) as f:
             old = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return [f'cannot read {options_path}; not checking that the options match the resumed run']
+    if not isinstance(old, dict):
+        return [f'{options_path} is not a dict of options; not checking that the options match the resumed run']
     new = presets.to_plain(c)
     structural = []
     for key in _STRUCTURAL_KEYS:
@@ -212,6 +272,114 @@ def check_resume_state(state_path: str, c: dnnlib.EasyDict) -> List[str]:
     return changed
 
 
+def check_resume_state_file(resume: str) -> Tuple[str, List[str]]:
+    """The state file to resume from, checked before any run directory exists: intact (a
+    damaged newest state of a run directory gives way to the newest intact one, with a
+    warning), and readable by the weights-only reader (memory-mapped: nothing is copied).
+
+    Raises:
+        click.BadParameter: naming the file and the problem.
+    """
+    try:
+        path, warnings = training_state.find_intact_training_state(resume)
+    except training_state.TrainingStateError as e:
+        raise click.BadParameter(str(e), param_hint='--resume') from None
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception as e:  # pylint: disable=broad-except
+        # Never follow torch's advice to retry with weights_only=False: that runs the file.
+        first = [ln for ln in str(e).splitlines() if ln.strip() and 'weights_only' not in ln]
+        reason = (first[0].strip()[:200] if first else type(e).__name__)
+        raise click.BadParameter(f'training state {path} was refused by the weights-only reader ({reason}); it is '
+                                 f'damaged or not from this framework, and was not loaded any other way',
+                                 param_hint='--resume') from None
+    if not isinstance(state, dict) or not isinstance(state.get('progress'), dict) \
+            or not isinstance(state.get('modules'), dict):
+        raise click.BadParameter(f'{path} is not a training state of this framework', param_hint='--resume')
+    bad = [k for k in ('cur_nimg', 'cur_tick', 'batch_idx')
+           if type(state['progress'].get(k)) is not int or state['progress'][k] < 0]
+    if bad:
+        raise click.BadParameter(f'{path}: progress counters {", ".join(bad)} are not non-negative integers; the '
+                                 f'state is damaged or not from this framework', param_hint='--resume')
+    del state
+    return path, warnings
+
+
+def _tensor_shapes(module: torch.nn.Module) -> Dict[str, Tuple[int, ...]]:
+    from torch_utils import misc  # pylint: disable=import-outside-toplevel
+    return {name: tuple(t.shape) for name, t in misc.named_params_and_buffers(module)}
+
+
+def describe_transfer(name: str, src: torch.nn.Module, dst: torch.nn.Module) -> dnnlib.EasyDict:
+    """What copying `src` into `dst` by tensor name (as a network-pickle resume does) copies."""
+    have, want = _tensor_shapes(src), _tensor_shapes(dst)
+    copied = [k for k in want if have.get(k) == want[k]]
+    mismatched = [k for k in want if k in have and have[k] != want[k]]
+    fresh = [k for k in want if k not in have]
+    unused = [k for k in have if k not in want]
+    total = sum(math.prod(s) for s in want.values()) or 1
+    frac = sum(math.prod(want[k]) for k in copied) / total
+    return dnnlib.EasyDict(name=name, copied=copied, mismatched=mismatched, fresh=fresh, unused=unused,
+                           fraction=frac, num=len(want))
+
+
+def _names(names: List[str], limit: int = 4) -> str:
+    return ', '.join(names[:limit]) + (f', ... ({len(names) - limit} more)' if len(names) > limit else '')
+
+
+def check_resume_pkl(resume_pkl: str, c: dnnlib.EasyDict, info: dnnlib.EasyDict, allow_partial: bool) -> List[str]:
+    """Loads a network-pickle --resume before any run directory exists and says what of it
+    fits this run's networks.
+
+    Returns:
+        Notes for a partial fit (tensors copied, tensors that start fresh, tensors unused).
+
+    Raises:
+        click.BadParameter: the file is refused or damaged, holds no networks, has tensors of
+            other shapes under the same names, or (without allow_partial) less than half of
+            G's or D's weights fit.
+    """
+    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    try:
+        data = netfile.load_network(resume_pkl, keys=('G', 'D', 'G_ema'))
+    except (OSError, netfile.NetworkFileError) as e:
+        raise click.BadParameter(netfile.error_line(e), param_hint='--resume') from None
+    nets = {k: v for k, v in data.items() if isinstance(v, torch.nn.Module)} if isinstance(data, dict) else {}
+    if not nets:
+        raise click.BadParameter(f'{resume_pkl} holds none of the networks G, D, G_ema', param_hint='--resume')
+    common = dict(c_dim=info.label_dim if c.training_set_kwargs.get('use_labels') else 0,
+                  img_resolution=info.resolution, img_channels=info.num_channels)
+    try:
+        new = dict(G=dnnlib.construct_class_by_name(**c.G_kwargs, **common),
+                   D=dnnlib.construct_class_by_name(**c.D_kwargs, **common))
+    except Exception as e:  # pylint: disable=broad-except
+        raise click.ClickException(f'cannot build the networks of this run: {type(e).__name__}: {e}') from None
+    new['G_ema'] = new['G']
+    reports = [describe_transfer(k, nets[k], new[k]) for k in ('G', 'D', 'G_ema') if k in nets]
+    old_res = getattr(nets.get('G_ema', nets.get('G')), 'img_resolution', None)
+    where = (f'{resume_pkl} ({old_res}x{old_res}) into this {info.resolution}x{info.resolution} run'
+             if old_res is not None and old_res != info.resolution else resume_pkl)
+    for r in reports:
+        if r.mismatched:
+            raise click.BadParameter(f'{where}: {len(r.mismatched)} tensors of {r.name} have other shapes than this '
+                                     f'run\'s ({_names(r.mismatched)}); the networks differ (--cbase, --cmax, --map, '
+                                     f'--cond or the dataset resolution)', param_hint='--resume')
+    notes = []
+    for r in reports:
+        if r.fresh or r.unused:
+            notes.append(f'--resume: {r.name} copies {len(r.copied)} of its {r.num} tensors ({r.fraction:.0%} of its '
+                         f'weights) from {where}'
+                         + (f'; {len(r.fresh)} start fresh ({_names(r.fresh)})' if r.fresh else '')
+                         + (f'; {len(r.unused)} of the file are unused ({_names(r.unused)})' if r.unused else ''))
+    weak = [r for r in reports if r.name in ('G', 'D') and r.fraction < 0.5]
+    if weak and not allow_partial:
+        raise click.BadParameter(
+            f'{where}: only {", ".join(f"{r.fraction:.0%} of {r.name}" for r in weak)}\'s weights fit this run, so '
+            f'little would be transferred; pass --allow-partial-resume=1 to start from it anyway',
+            param_hint='--resume')
+    return notes
+
+
 # ---------------------------------------------------------------------------------------
 # Dataset facts.
 
@@ -224,11 +392,12 @@ def inspect_dataset(path: str, flag: str, resolution: Optional[int] = None) -> d
     except (OSError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint=flag)
     info = dnnlib.EasyDict(name=ds.name, resolution=ds.resolution, num_images=len(ds),
-                           num_channels=ds.num_channels, has_labels=False, label_error=None)
+                           num_channels=ds.num_channels, has_labels=False, label_dim=0, label_error=None)
     ds.close()
     try:
         labelled = ImageFolderDataset(path=path, use_labels=True)
         info.has_labels = labelled.has_labels
+        info.label_dim = labelled.label_dim if labelled.has_labels else 0
         labelled.close()
     except (OSError, ValueError) as e:
         info.label_error = str(e)
@@ -268,23 +437,38 @@ def _check_cv_weights(items) -> None:
 _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_default=True, metavar='BOOL')
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which pass its comparisons or overflow
+    later, after the run directory exists)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f'{value} is not a finite number', param, ctx)
+        return value
+
+
+MAX_BATCH = 1 << 16     # Images per step; far above any sensible setting, far below a hang.
+MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
+
+
 @click.command(context_settings=dict(max_content_width=120))
 # Required.
 @click.option('--outdir', metavar='DIR', required=True, help='Where to make the run directory')
 @click.option('--data', metavar='ZIP|DIR|demo', required=True,
               help='Training data: a dataset zip, a folder of images, or "demo" (built in, no download)')
-@click.option('--gpus', type=click.IntRange(min=1), default=None,
+@click.option('--gpus', type=click.IntRange(min=1, max=1024), default=None,
               help='Number of processes: GPUs, or CPU processes without GPUs  [default: 1; WORLD_SIZE under torchrun]')
 # Base configuration.
 @click.option('--cfg', type=click.Choice(presets.CFG_NAMES), default='auto', show_default=True,
               help='Base configuration (see docs/training.md)')
-@click.option('--batch', type=click.IntRange(min=1), default=None, help='Total batch size  [default: preset]')
-@click.option('--batch-gpu', type=click.IntRange(min=1), default=None,
+@click.option('--batch', type=click.IntRange(min=1, max=MAX_BATCH), default=None, help='Total batch size  [default: preset]')
+@click.option('--batch-gpu', type=click.IntRange(min=1, max=MAX_BATCH), default=None,
               help='Images per process per pass; smaller values accumulate gradients  [default: batch/gpus]')
-@click.option('--gamma', type=click.FloatRange(min=0), default=None, help='R1 regularisation weight  [default: preset]')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option('--gamma', type=FiniteFloatRange(min=0), default=None, help='R1 regularisation weight  [default: preset]')
+@click.option('--kimg', type=FiniteFloatRange(min=0, max=MAX_KIMG, min_open=True), default=None,
               help='Training duration in thousands of images  [default: preset]')
-@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option('--tick', type=FiniteFloatRange(min=0, min_open=True), default=None,
               help='Progress-line interval in kimg  [default: 4; cpu preset: 1]')
 @click.option('--snap', type=click.IntRange(min=1), default=None,
               help='Snapshot (network, samples, state, metrics) interval in ticks  [default: 50]')
@@ -304,14 +488,14 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
 # Methods.
 @click.option('--aug', type=click.Choice(presets.AUG_MODES), default='apa', show_default=True,
               help='apa: adaptive pseudo augmentation; ada: adaptive ADA pipeline; fixed: p held at --p; noaug: neither')
-@click.option('--p', type=click.FloatRange(min=0, max=1), default=None, help='Fixed probability for --aug=fixed')
-@click.option('--target', type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+@click.option('--p', type=FiniteFloatRange(min=0, max=1), default=None, help='Fixed probability for --aug=fixed')
+@click.option('--target', type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               help='Target of the adaptive p for --aug=apa|ada  [default: 0.6]')
 @click.option('--with-dataaug', **_BOOL, help='With APA, also apply the ADA pipeline to every D input, sharing p')
 @click.option('--ada-own-p', **_BOOL, help='With --with-dataaug, let ADA adapt its own p instead of sharing APA\'s')
-@click.option('--ada-target', type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+@click.option('--ada-target', type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               help='Target of ADA\'s own p with --ada-own-p  [default: 0.6]')
-@click.option('--ada-kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option('--ada-kimg', type=FiniteFloatRange(min=0, min_open=True), default=None,
               help='kimg for an adaptive p to go from 0 to 1  [default: 500; 100 with a network-pickle --resume]')
 @click.option('--augpipe', type=click.Choice(ADA_PIPES), default=None,
               help='ADA pipeline for --aug=ada or --with-dataaug  [default: bgc]')
@@ -323,7 +507,7 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
               help='InsGen real-key queue size  [default: 5% of the training images, x2 with --mirror]')
 @click.option('--fqs', type=click.IntRange(min=1), default=None,
               help='InsGen fake-key queue size  [default: 5% of the training images, x2 with --mirror]')
-@click.option('--insgen-temp', type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option('--insgen-temp', type=FiniteFloatRange(min=0, min_open=True), default=None,
               help='InsGen InfoNCE temperature  [default: 0.2]')
 @click.option('--insgen-weights', metavar='REAL,FAKE,G', default=None,
               help='InsGen loss weights: real- and fake-instance (D step), diversity (G step)  [default: 1,1,0.1]')
@@ -344,17 +528,19 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
 # Resume and transfer learning.
 @click.option('--resume', metavar='PKL|DIR|PT', default=None,
               help='Network pickle (weights and augment p), or run directory / training-state file (exact continuation)')
-@click.option('--resume-kimg', type=click.FloatRange(min=0), default=0, show_default=True,
+@click.option('--resume-kimg', type=FiniteFloatRange(min=0, max=MAX_KIMG), default=0, show_default=True,
               help='With a network-pickle --resume: the kimg the counter starts from')
 @click.option('--freezed', type=click.IntRange(min=0), default=0, show_default=True,
               help='Freeze the first N layers of D (FreezeD)')
+@click.option('--allow-partial-resume', **_BOOL,
+              help='With a network-pickle --resume: start even when less than half of G\'s or D\'s weights fit this run')
 # Networks (smaller values for quick experiments).
-@click.option('--cbase', type=click.IntRange(min=1), default=None, help='Channel base (channels = cbase / res)  [default: preset]')
-@click.option('--cmax', type=click.IntRange(min=1), default=None, help='Maximum channels per layer  [default: preset]')
-@click.option('--map', 'map_layers', type=click.IntRange(min=1), default=None, help='Mapping network depth  [default: preset]')
+@click.option('--cbase', type=click.IntRange(min=1, max=1 << 20), default=None, help='Channel base (channels = cbase / res)  [default: preset]')
+@click.option('--cmax', type=click.IntRange(min=1, max=1 << 14), default=None, help='Maximum channels per layer  [default: preset]')
+@click.option('--map', 'map_layers', type=click.IntRange(min=1, max=64), default=None, help='Mapping network depth  [default: preset]')
 @click.option('--mbstd-group', type=click.IntRange(min=1), default=None, help='Minibatch-std group size  [default: preset]')
-@click.option('--glr', type=click.FloatRange(min=0, min_open=True), default=None, help='G learning rate  [default: preset]')
-@click.option('--dlr', type=click.FloatRange(min=0, min_open=True), default=None, help='D learning rate  [default: preset]')
+@click.option('--glr', type=FiniteFloatRange(min=0, min_open=True), default=None, help='G learning rate  [default: preset]')
+@click.option('--dlr', type=FiniteFloatRange(min=0, min_open=True), default=None, help='D learning rate  [default: preset]')
 # Performance.
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
               help='Where to train (auto: CUDA when available)')
@@ -362,7 +548,7 @@ _BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_defa
 @click.option('--nhwc', **_BOOL, help='Channels-last memory layout in the float16 layers')
 @click.option('--allow-tf32', **_BOOL, help='Allow TF32 matrix multiplies and convolutions on Ampere and later')
 @click.option('--nobench', **_BOOL, help='Disable the cuDNN benchmark mode')
-@click.option('--workers', type=click.IntRange(min=0), default=None,
+@click.option('--workers', type=click.IntRange(min=0, max=256), default=None,
               help='DataLoader worker processes (0 = load in the training process)  [default: 3; cpu: 0]')
 @click.option('--dry-run', is_flag=True, help='Print the config tree and exit')
 def main(**opts):
@@ -420,7 +606,13 @@ def main(**opts):
     metric_detector = _check_detector(opts.pop('detector_values'))
 
     # Resume target.
-    resume_pkl, resume_state = resolve_resume(opts.pop('resume'))
+    allow_partial = opts.pop('allow_partial_resume')
+    resume_arg = opts.pop('resume')
+    resume_pkl, resume_state = resolve_resume(resume_arg)
+    resume_notes = []
+    if resume_state is not None:
+        # A run directory may fall back to an older intact state; a file given is checked as is.
+        resume_state, resume_notes = check_resume_state_file(resume_arg if os.path.isdir(resume_arg) else resume_state)
 
     # The config tree (pure: everything above was the file system's part).
     try:
@@ -432,6 +624,11 @@ def main(**opts):
         raise click.BadParameter(e.message, param_hint=e.flag) from e
     c.metric_detector = metric_detector
     rank0 = env is None or env.rank == 0
+    if resume_pkl is not None:
+        resume_notes += check_resume_pkl(resume_pkl, c, info, allow_partial)
+    for line in resume_notes:
+        if rank0:
+            click.echo(f'Warning: {line}', err=True)
     if resume_state is not None:
         for line in check_resume_state(resume_state, c):
             if rank0:
@@ -450,7 +647,12 @@ def main(**opts):
         return
     run_dir = make_run_dir(outdir, desc, c)
     _print_summary(c, info, run_dir)
-    distributed.launch(subprocess_fn, c.num_gpus, device_type, args=(dict(c),))
+    try:
+        distributed.launch(subprocess_fn, c.num_gpus, device_type, args=(dict(c),))
+    except torch.multiprocessing.ProcessExitedException as e:
+        # The worker printed its one line (and rank 0 wrote it to log.txt).
+        raise click.ClickException(f'training stopped: process {e.error_index} exited with code {e.exit_code}; '
+                                   f'see its message above and {os.path.join(run_dir, "log.txt")}') from None
 
 
 def _check_detector(values) -> Optional[Dict[str, str]]:

@@ -9,6 +9,7 @@
 """
 
 import contextlib
+import errno
 import hashlib
 import importlib
 import io
@@ -88,18 +89,92 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = 'wb', encoding: Opti
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    except OSError as e:
+        # Name the file asked for, not the temporary name; say why the folder is unusable.
+        reason = e.strerror or str(e)
+        if isinstance(e, FileNotFoundError):
+            reason = f'its folder {directory} does not exist'
+        elif isinstance(e, NotADirectoryError):
+            reason = f'a part of its folder {directory} is not a folder'
+        raise type(e)(e.errno, f'cannot write here: {reason}', path) from None
+    counter = None
     try:
         with os.fdopen(fd, mode, **({} if mode == 'wb' else dict(encoding=encoding or 'utf-8'))) as f:
-            yield f
+            counter = _WriteCounter(f)
+            yield counter
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the result should be readable like any output.
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        full = _disk_full_error(e, counter, path, directory)
+        if full is not None:
+            raise full from None
         raise
+
+
+class DiskFullError(OSError):
+    """Writing a file failed because its device is full; the previous file is intact."""
+
+    def __str__(self) -> str:
+        return f'{self.filename}: {self.strerror}'
+
+
+class _WriteCounter:
+    """The open file of atomic_write: counts what was written and remembers the first OSError
+    (libraries such as torch.save turn it into a RuntimeError without the errno)."""
+
+    def __init__(self, f: IO):
+        self._f = f
+        self.written = 0
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            n = self._f.write(data)
+        except OSError as e:
+            if self.error is None:
+                self.error = e
+            raise
+        self.written += n if isinstance(n, int) else len(data)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __iter__(self):
+        return iter(self._f)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _free_bytes(directory: str) -> Optional[int]:
+    try:
+        st = os.statvfs(directory)
+        return st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        return None
+
+
+def _disk_full_error(e: BaseException, counter: Optional[_WriteCounter], path: str,
+                     directory: str) -> Optional[DiskFullError]:
+    """A DiskFullError naming the path and the space when `e` came from a full disk, else None."""
+    causes = [e, getattr(counter, 'error', None), e.__cause__, e.__context__]
+    if not any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT) for c in causes):
+        return None
+    written = counter.written if counter is not None else 0
+    free = _free_bytes(directory)
+    free_text = f', {free} bytes are free there' if free is not None else ''
+    return DiskFullError(errno.ENOSPC, f'no space left on the device: the file needs more than {written} bytes '
+                         f'(written before the device filled up){free_text}; the previous file is intact', path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -111,8 +111,11 @@ def test_two_tick_run_writes_all_files(tmp_path, dataset_zip):
     result = tl.training_loop(**with_apa_ada(tiny_config(run_dir, dataset_zip)))
     assert result['cur_nimg'] == 32 and result['cur_tick'] == 2 and result['batch_idx'] == 4
     names = set(os.listdir(run_dir))
-    for name in ['log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png', 'fakes000000.png',
-                 'network-snapshot-000000.pkl', 'training-state-000000.pt', 'training-state-latest.json']:
+    # Snapshots at 16 and 32 images: both in kimg 0, so the second carries the exact count
+    # instead of overwriting the first.
+    for name in ['log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png', 'fakes000000.png', 'fakes000000_032.png',
+                 'network-snapshot-000000.pkl', 'network-snapshot-000000_032.pkl', 'training-state-000000.pt',
+                 'training-state-000000_032.pt', 'training-state-latest.json']:
         assert name in names, name
     assert any(n.startswith('events.out.tfevents') for n in names)
     assert not [n for n in names if n.endswith('.tmp')]
@@ -136,12 +139,12 @@ def test_two_tick_run_writes_all_files(tmp_path, dataset_zip):
 
     # Grids: 16 px images, at least 4x4 of them; the fakes grid matches the reals grid.
     reals = PIL.Image.open(run_dir / 'reals.png')
-    fakes = PIL.Image.open(run_dir / 'fakes000000.png')
+    fakes = PIL.Image.open(run_dir / 'fakes000000_032.png')
     assert reals.size == fakes.size and reals.size[0] % 16 == 0 and reals.size[0] >= 64
     assert reals.mode == 'L'
 
     # The pickle loads through the safe loader with every entry.
-    data = netfile.load_network_pickle(str(run_dir / 'network-snapshot-000000.pkl'))
+    data = netfile.load_network_pickle(str(run_dir / 'network-snapshot-000000_032.pkl'))
     for key in ['G', 'D', 'G_ema', 'augment_pipe', 'real_transform', 'training_set_kwargs']:
         assert key in data, key
     z = torch.randn([2, data['G_ema'].z_dim])

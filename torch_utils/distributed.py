@@ -11,9 +11,13 @@ Collectives use NCCL on CUDA and gloo on CPUs, so multi-process behaviour can be
 machines without a GPU.
 """
 
+import ctypes
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -224,8 +228,45 @@ def run_worker(fn: Callable, rank: int, world_size: int, device_type: str, local
     leave_and_exit()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, poll_seconds: float = 1.0, use_prctl: bool = True) -> str:
+    """Makes this process end when the process `parent_pid` (its launcher) ends, even by
+    kill -9, so that a user's kill of the launcher stops the workers and their snapshots.
+
+    On Linux the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG);
+    elsewhere, or if prctl is unavailable, a daemon thread polls the parent pid.
+
+    Returns:
+        'prctl' or 'watchdog': the mechanism in use.
+    """
+    if use_prctl and sys.platform.startswith('linux'):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # The parent died before prctl took effect.
+                    os._exit(1)  # pylint: disable=protected-access
+                return 'prctl'
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # pylint: disable=protected-access
+
+    if os.getppid() != parent_pid:
+        os._exit(1)  # pylint: disable=protected-access
+    threading.Thread(target=watch, name='parent-watchdog', daemon=True).start()
+    return 'watchdog'
+
+
 def _spawn_entry(local_rank: int, fn: Callable, world_size: int, device_type: str, master_port: int,
-                 args: Sequence[Any]) -> None:
+                 args: Sequence[Any], parent_pid: Optional[int] = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     run_worker(fn, local_rank, world_size, device_type, local_rank=local_rank, master_addr='127.0.0.1',
                master_port=master_port, args=args)
 
@@ -249,5 +290,6 @@ def launch(fn: Callable, world_size: int, device_type: str, args: Sequence[Any] 
         fn(0, device, *args)
         return
     port = find_free_port()
-    torch.multiprocessing.spawn(_spawn_entry, args=(fn, world_size, device_type, port, tuple(args)),
+    # Workers end with this process (kill -9 included): see die_with_parent.
+    torch.multiprocessing.spawn(_spawn_entry, args=(fn, world_size, device_type, port, tuple(args), os.getpid()),
                                 nprocs=world_size, join=True)

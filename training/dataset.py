@@ -16,9 +16,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import uuid
 import zipfile
-from typing import Any, Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import PIL.Image
@@ -34,6 +35,50 @@ except ImportError:
 # Extensions the loader accepts inside a dataset folder or zip (dataset_tool writes PNG).
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 LABELS_FILE = 'dataset.json'
+
+# Bounds that keep a hostile dataset from exhausting memory before any check can run.
+MAX_RESOLUTION = 8192                 # Largest image side the loader and dataset_tool accept.
+MAX_MEMBER_BYTES = 512 << 20          # Largest image file (uncompressed) inside a dataset.
+MAX_LABELS_BYTES = 1 << 30            # Largest dataset.json.
+
+
+MAX_CLASSES = 1 << 16                 # Class labels are 0 .. MAX_CLASSES-1.
+MAX_LABEL_DIM = 1 << 12               # Length of a vector label.
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used: names the dataset and the image or file at fault."""
+
+
+def validate_label(label: Any) -> Union[int, List[float]]:
+    """A label as stored: a class index (int in [0, MAX_CLASSES)) or a vector of finite floats.
+
+    Raises:
+        ValueError: saying what is wrong (a string, a bool, NaN, an absurd class index, ...).
+    """
+    if isinstance(label, (bool, np.bool_)):
+        raise ValueError(f'{label!r} is a boolean; a label is a class index or a list of numbers')
+    if isinstance(label, (int, np.integer)):
+        if not 0 <= int(label) < MAX_CLASSES:
+            raise ValueError(f'class index {int(label)} is outside 0..{MAX_CLASSES - 1}')
+        return int(label)
+    if isinstance(label, (float, np.floating)):
+        label = [label]
+    if isinstance(label, np.ndarray):
+        label = label.reshape(-1).tolist()
+    if not isinstance(label, (list, tuple)):
+        shown = repr(label) if isinstance(label, str) and len(label) < 40 else type(label).__name__
+        raise ValueError(f'{shown} is not a class index or a list of numbers')
+    if not 1 <= len(label) <= MAX_LABEL_DIM:
+        raise ValueError(f'a vector label needs 1..{MAX_LABEL_DIM} numbers, got {len(label)}')
+    out = []
+    for x in label:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+            raise ValueError(f'a vector label holds {type(x).__name__} values; only numbers are allowed')
+        if not np.isfinite(float(x)):
+            raise ValueError(f'a vector label holds {float(x)}; only finite numbers are allowed')
+        out.append(float(x))
+    return out
 
 # ---------------------------------------------------------------------------------------
 # Format helpers.
@@ -177,10 +222,8 @@ class DatasetWriter:
             raise ValueError(f'image {self.num_images} has shape {image.shape}, the dataset has {self._shape} (HWC)')
         if (label is None) != (not self._labels or self._labels[0] is None) and self._labels:
             raise ValueError(f'image {self.num_images}: either every image has a label or none does')
-        if isinstance(label, (np.integer, int)) and not isinstance(label, bool):
-            label = int(label)
-        elif label is not None:
-            label = [float(x) for x in np.asarray(label, dtype=np.float64).reshape(-1)]
+        if label is not None:
+            label = validate_label(label)
         name = archive_image_name(self.num_images)
         self._write(name, encode_png(image))
         self._labels.append(label)
@@ -208,9 +251,13 @@ class DatasetWriter:
             raise ValueError(f'No images were written to {self.dest}; nothing was created.')
         has_labels = self._labels[0] is not None
         labels = [[archive_image_name(i), lab] for i, lab in enumerate(self._labels)] if has_labels else None
-        self._write(LABELS_FILE, json.dumps({'labels': labels}).encode('utf-8'))
-        if self._zip is not None:
-            self._zip.close()
+        try:
+            self._write(LABELS_FILE, json.dumps({'labels': labels}, allow_nan=False).encode('utf-8'))
+            if self._zip is not None:
+                self._zip.close()
+        except BaseException:
+            self.discard()  # A full disk here must not leave the temporary output behind.
+            raise
         self._closed = True
         # The destination may have appeared while converting; check again before renaming.
         try:
@@ -411,6 +458,36 @@ class Dataset(torch.utils.data.Dataset):
         return self.has_labels and self._get_raw_labels().dtype == np.int64
 
 
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> channels of the decoded array.
+_PIL_CHANNELS = {'L': 1, 'P': 1, 'RGB': 3, 'RGBA': 4, 'LA': 2, 'CMYK': 4, 'YCbCr': 3}
+
+
+def image_header(f, fname: str) -> Tuple[int, int, int]:
+    """(width, height, channels) of an image file from its header alone, without decoding.
+
+    Raises:
+        ValueError: the header is not that of a readable 8-bit image.
+    """
+    head = f.read(33)
+    if fname.lower().endswith('.png'):
+        if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b'IHDR':
+            raise ValueError('not a PNG file (bad signature or header)')
+        width, height, depth, color = struct.unpack('>IIBB', head[16:26])
+        if depth != 8 or color not in _PNG_CHANNELS:
+            raise ValueError(f'a {depth}-bit PNG of colour type {color}; datasets hold 8-bit grayscale or RGB')
+        return width, height, _PNG_CHANNELS[color]
+    try:
+        f.seek(0)
+        with PIL.Image.open(f) as img:
+            mode, (width, height) = img.mode, img.size
+    except Exception as e:  # PIL raises many kinds on foreign bytes.
+        raise ValueError(f'not a readable image ({type(e).__name__}: {e})') from None
+    if mode not in _PIL_CHANNELS:
+        raise ValueError(f'image mode {mode}; datasets hold 8-bit grayscale or RGB')
+    return width, height, _PIL_CHANNELS[mode]
+
+
 class ImageFolderDataset(Dataset):
     """A dataset zip or folder in the archive format (any image names are accepted).
 
@@ -428,11 +505,23 @@ class ImageFolderDataset(Dataset):
         self._zipfile = None
         if os.path.isdir(path):
             self._type = 'dir'
+            # Regular files only: a FIFO would block the header check, /dev/zero never ends.
             names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/')
-                     for root, _dirs, files in os.walk(path) for f in files]
+                     for root, _dirs, files in os.walk(path) for f in files if os.path.isfile(os.path.join(root, f))]
         elif os.path.isfile(path) and zipfile.is_zipfile(path):
             self._type = 'zip'
-            names = [n for n in self._get_zipfile().namelist() if not n.endswith('/')]
+            try:
+                infos = [i for i in self._get_zipfile().infolist() if not i.filename.endswith('/')]
+            except (zipfile.BadZipFile, OSError, ValueError) as e:
+                raise DatasetError(f'Dataset {path} is a damaged zip file: {e}') from None
+            names = [i.filename for i in infos]
+            # Declared sizes first: a small zip can declare members of many gigabytes.
+            for info in infos:
+                limit = MAX_LABELS_BYTES if info.filename == LABELS_FILE else MAX_MEMBER_BYTES
+                if (info.filename == LABELS_FILE or info.filename.lower().endswith(IMAGE_EXTENSIONS)) \
+                        and info.file_size > limit:
+                    raise DatasetError(f'Dataset {path}: {info.filename} declares {info.file_size} bytes '
+                                       f'uncompressed (over the limit of {limit}); refusing to unpack it')
         elif os.path.isfile(path):
             raise ValueError(f'Dataset {path} is not a zip file; give a dataset zip or a folder of images.')
         else:
@@ -442,6 +531,7 @@ class ImageFolderDataset(Dataset):
             raise ValueError(f'Dataset {path} contains no images ({", ".join(IMAGE_EXTENSIONS)}).')
 
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        self._check_headers()
         first = self._load_raw_image(0)
         _check_dataset_shape(first.shape, f'Dataset {path}')
         if resolution is not None and first.shape[2] != resolution:
@@ -450,6 +540,29 @@ class ImageFolderDataset(Dataset):
         raw_shape = [len(self._image_fnames)] + list(first.shape)
         super().__init__(name=name, raw_shape=raw_shape, use_labels=use_labels, max_size=max_size,
                          xflip=xflip, random_seed=random_seed, **super_kwargs)
+
+    def _check_headers(self) -> None:
+        """Reads every image's header (not its pixels): all must be readable 8-bit images of
+        one size and channel count, within MAX_RESOLUTION, so a bad image is reported here,
+        naming it, instead of stopping a run at the step that first draws it."""
+        bad, shapes = [], {}
+        for fname in self._image_fnames:
+            try:
+                with self._open_file(fname) as f:
+                    w, h, ch = image_header(f, fname)
+                if max(w, h) > MAX_RESOLUTION:
+                    raise ValueError(f'{w}x{h} pixels, over the limit of {MAX_RESOLUTION}')
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+                bad.append(f'{fname}: {e}')
+                continue
+            shapes.setdefault((w, h, ch), fname)
+            if len(shapes) > 1 and not bad:
+                (s0, f0), (s1, f1) = list(shapes.items())[:2]
+                bad.append(f'{f1} is {s1[0]}x{s1[1]} with {s1[2]} channels, but {f0} is {s0[0]}x{s0[1]} with '
+                           f'{s0[2]} channels (all images must match)')
+        if bad:
+            raise DatasetError(f'Dataset {self._path}: {len(bad)} of {len(self._image_fnames)} images are unusable; '
+                               f'first: {bad[0]}. Re-create the dataset with dataset_tool.py.')
 
     @property
     def path(self) -> str:
@@ -478,14 +591,16 @@ class ImageFolderDataset(Dataset):
         fname = self._image_fnames[raw_idx]
         try:
             with self._open_file(fname) as f:
-                data = f.read()
+                data = f.read(MAX_MEMBER_BYTES + 1)
+            if len(data) > MAX_MEMBER_BYTES:
+                raise ValueError(f'over {MAX_MEMBER_BYTES} bytes')
             if pyspng is not None and fname.lower().endswith('.png'):
                 image = pyspng.load(data)
             else:
                 with PIL.Image.open(io.BytesIO(data)) as img:
                     image = np.array(img)
         except Exception as e:
-            raise ValueError(f'Dataset {self._path}: cannot decode image {fname}: {e}') from e
+            raise DatasetError(f'Dataset {self._path}: cannot decode image {fname}: {type(e).__name__}: {e}') from None
         if image.ndim == 2:
             image = image[:, :, None]
         if image.dtype != np.uint8:
@@ -507,19 +622,31 @@ class ImageFolderDataset(Dataset):
             return None
         with self._open_file(LABELS_FILE) as f:
             try:
-                labels = json.load(f).get('labels')
-            except (ValueError, AttributeError) as e:
-                raise ValueError(f'Dataset {self._path}: {LABELS_FILE} is not a JSON object with "labels"') from e
+                labels = json.loads(f.read(MAX_LABELS_BYTES + 1)).get('labels')
+            except (ValueError, AttributeError, RecursionError):
+                raise DatasetError(f'Dataset {self._path}: {LABELS_FILE} is not a JSON object with "labels"') from None
         if labels is None:
             return None
-        labels = dict(labels)
+        try:
+            labels = dict(labels)
+        except (TypeError, ValueError):
+            raise DatasetError(f'Dataset {self._path}: {LABELS_FILE}: "labels" must be a list of [name, label] '
+                               f'pairs or null') from None
         missing = [n for n in self._image_fnames if n not in labels]
         if missing:
             raise ValueError(f'Dataset {self._path}: {LABELS_FILE} has no label for {missing[0]} '
                              f'({len(missing)} images unlabelled)')
-        values = [labels[n] for n in self._image_fnames]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        values = []
+        for n in self._image_fnames:
+            try:
+                values.append(validate_label(labels[n]))
+            except ValueError as e:
+                raise DatasetError(f'Dataset {self._path}: {LABELS_FILE}: the label of {n}: {e}') from None
+        if all(isinstance(v, int) for v in values):
             return np.array(values, dtype=np.int64)
+        if any(isinstance(v, int) for v in values) or len({len(v) for v in values}) > 1:
+            raise DatasetError(f'Dataset {self._path}: {LABELS_FILE} mixes class indices and vectors, or vectors '
+                               f'of different lengths')
         return np.array(values, dtype=np.float32).reshape(len(values), -1)
 
 

@@ -658,6 +658,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
     snapshot_pkl = state_path = None
+    snapshot_tags, grid_tags = set(), set()  # Snapshot names used by this run (see _take_tag).
     done = cur_nimg >= total_nimg
     if done:
         log(f'Nothing to do: kimg {cur_nimg / 1000:.3f} already reaches total_kimg {c.total_kimg}.')
@@ -727,7 +728,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         # Sample grid with the fixed latents.
         if rank == 0 and c.image_snapshot_ticks is not None and (done or cur_tick % c.image_snapshot_ticks == 0):
             save_image_grid(_generate_grid(G_ema, grid_z, grid_c, batch_gpu, dev),
-                            os.path.join(c.run_dir, f'fakes{cur_nimg // 1000:06d}.png'), grid_size)
+                            os.path.join(c.run_dir, f'fakes{_take_tag(grid_tags, cur_nimg)}.png'), grid_size)
 
         # Network snapshot and training state (state last: a crash in between leaves the
         # previous state as the newest complete one).
@@ -738,7 +739,8 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                 for module in [G, D, G_ema, augment_pipe, real_transform]:
                     if isinstance(module, torch.nn.Module):
                         misc.check_ddp_consistency(module)
-            snapshot_pkl = os.path.join(c.run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+            tag = _take_tag(snapshot_tags, cur_nimg)  # Unique in this run: nothing is overwritten.
+            snapshot_pkl = os.path.join(c.run_dir, f'network-snapshot-{tag}.pkl')
             if rank == 0:
                 data = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
                             real_transform=real_transform if isinstance(real_transform, torch.nn.Module) else None,
@@ -752,7 +754,8 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                                         opts_by_name=opts_by_name, ctrls=ctrls, loss=loss, num_slots=num_slots,
                                         cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx)
             if rank == 0:
-                state_path = training_state.save_training_state(c.run_dir, state_dict, cur_nimg, keep=c.state_keep)
+                state_path = training_state.save_training_state(c.run_dir, state_dict, cur_nimg, keep=c.state_keep,
+                                                                tag=tag)
 
             # Metrics of G_ema at this snapshot (all ranks take part).
             if c.metrics:
@@ -783,6 +786,13 @@ def _generate_grid(G_ema: torch.nn.Module, grid_z: torch.Tensor, grid_c: torch.T
     images = [G_ema(z.to(dev), c.to(dev), noise_mode='const').cpu()
               for z, c in zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))]
     return torch.cat(images)
+
+
+def _take_tag(taken: set, cur_nimg: int) -> str:
+    """The <kimg> of a snapshot name, unique among `taken` (which it joins)."""
+    tag = training_state.snapshot_tag(cur_nimg, taken)
+    taken.add(tag)
+    return tag
 
 
 def _cpu_copies(data: Dict[str, Any]) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ network, every optimizer, each augmentation probability and controller, the loss
 (path-length mean, the latest generated batch), the counters, the RNG streams and the
 config tree.
 
-Files are `training-state-<kimg:06d>.pt`, written by `torch.save` to a temporary name and
+Files are `training-state-<kimg>.pt` (see `snapshot_tag`), written by `torch.save` to a temporary name and
 renamed into place, so a crash while writing leaves the previous state intact. A pointer
 `training-state-latest.json` names the newest complete one. They are read with
 `torch.load(weights_only=True)`: only tensors and plain containers, numbers and strings are
@@ -16,9 +16,11 @@ inside, so loading never runs code from the file.
 import glob
 import json
 import os
+import pickle
 import random
 import re
-from typing import Any, Dict, List, Optional
+import zipfile
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,16 +31,37 @@ FORMAT_VERSION = 1
 STATE_PREFIX = 'training-state-'
 STATE_SUFFIX = '.pt'
 LATEST_POINTER = 'training-state-latest.json'
-_STATE_NAME = re.compile(r'^training-state-(\d+)\.pt$')
+_STATE_NAME = re.compile(r'^training-state-(\d+)(?:_(\d{3}))?\.pt$')
 
 
 class TrainingStateError(RuntimeError):
     """A training state is missing, damaged, or does not fit the run."""
 
 
-def state_file_name(cur_nimg: int) -> str:
-    """File name of the state taken at image count `cur_nimg` (kimg, 6 digits)."""
-    return f'{STATE_PREFIX}{int(cur_nimg) // 1000:06d}{STATE_SUFFIX}'
+def snapshot_tag(cur_nimg: int, taken: Iterable[str] = ()) -> str:
+    """The <kimg> of snapshot file names: the familiar six digits of whole kimg ('000012' at
+    12000 to 12999 images), unless a snapshot of this run already took that name; then the
+    exact image count after an underscore ('000012_345' at 12345 images). The underscore sorts
+    after the '.' of the short name, so sorting the file names still gives the order in
+    which they were written.
+
+    So two snapshots less than 1 kimg apart (a fine --tick/--snap schedule, or the final
+    snapshot just after a regular one) never share a name: every network pickle is kept, and
+    the newest states too.
+
+    Args:
+        cur_nimg: Image count of the snapshot.
+        taken: Tags this run has used so far (the caller adds the result).
+    """
+    cur_nimg = int(cur_nimg)
+    kimg, rest = divmod(cur_nimg, 1000)
+    short = f'{kimg:06d}'
+    return short if short not in set(taken) else f'{short}_{rest:03d}'
+
+
+def state_file_name(cur_nimg: int, tag: Optional[str] = None) -> str:
+    """File name of the state taken at image count `cur_nimg` (or with the given tag)."""
+    return f'{STATE_PREFIX}{tag or snapshot_tag(cur_nimg)}{STATE_SUFFIX}'
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,7 +142,8 @@ def _atomic_write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep: Optional[int] = 2) -> str:
+def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep: Optional[int] = 2,
+                        tag: Optional[str] = None) -> str:
     """Writes a training state and points `training-state-latest.json` at it.
 
     The state file is complete before the pointer moves, and older files are removed only
@@ -130,11 +154,12 @@ def save_training_state(run_dir: str, state: Dict[str, Any], cur_nimg: int, keep
         state: Tensors and plain data (see `to_plain`); `format` is added.
         cur_nimg: Image count of the state (names the file).
         keep: How many state files to keep (newest first); None keeps all.
+        tag: The <kimg> part of the name (see `snapshot_tag`); None = whole kimg.
 
     Returns:
         The path of the written file.
     """
-    name = state_file_name(cur_nimg)
+    name = state_file_name(cur_nimg, tag)
     path = os.path.join(run_dir, name)
     payload = to_plain(dict(state, format=FORMAT_VERSION))
     _atomic_torch_save(payload, path)
@@ -159,7 +184,8 @@ def _state_files(run_dir: str) -> List[str]:
     for path in glob.glob(os.path.join(glob.escape(run_dir), f'{STATE_PREFIX}*{STATE_SUFFIX}')):
         m = _STATE_NAME.match(os.path.basename(path))
         if m:
-            found.append((int(m.group(1)), os.path.getmtime(path), path))
+            nimg = int(m.group(1)) * 1000 + int(m.group(2) or 0)
+            found.append((nimg, os.path.getmtime(path), path))
     return [p for _k, _t, p in sorted(found, reverse=True)]
 
 
@@ -193,13 +219,86 @@ def find_training_state(path: str) -> str:
             candidate = os.path.join(path, os.path.basename(name))
             if os.path.isfile(candidate):
                 return candidate
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             pass  # A damaged pointer: fall back to the files themselves.
     files = _state_files(path)
     if not files:
         raise TrainingStateError(f'Run directory {path} holds no {STATE_PREFIX}*{STATE_SUFFIX} file to '
                                  f'resume from (states are written with every network snapshot).')
     return files[0]
+
+
+def check_state_file(file: str) -> None:
+    """Cheap integrity check of a state file without unpickling it: torch.save writes a zip
+    archive, so a truncated or overwritten file lacks its directory or fails a CRC.
+
+    Raises:
+        TrainingStateError: naming the file and what is wrong with it.
+    """
+    try:
+        with zipfile.ZipFile(file) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile:
+        size = os.path.getsize(file) if os.path.exists(file) else 0
+        raise TrainingStateError(f'training state {file} is damaged ({size} bytes, not a complete state '
+                                 f'archive: truncated or overwritten?)') from None
+    except OSError as e:
+        raise TrainingStateError(f'cannot read training state {file}: {e.strerror or e}') from None
+    except Exception as e:  # zipfile raises assorted errors on mangled headers.
+        raise TrainingStateError(f'training state {file} is damaged ({type(e).__name__}: {e})') from None
+    if bad is not None:
+        raise TrainingStateError(f'training state {file} is damaged (member {bad} fails its checksum)')
+
+
+def find_intact_training_state(path: str) -> Tuple[str, List[str]]:
+    """Like find_training_state, but checks the file and, for a run directory whose newest
+    state is damaged, takes the newest intact older one.
+
+    Returns:
+        (state file, warnings): a warning for each damaged state passed over.
+
+    Raises:
+        TrainingStateError: the file given is damaged (the message names an intact state
+            beside it, if any), or no state of the directory is intact.
+    """
+    first = find_training_state(path)
+    if os.path.isfile(path):
+        try:
+            check_state_file(first)
+        except TrainingStateError as e:
+            others = [f for f in _state_files(os.path.dirname(os.path.abspath(first)) or '.')
+                      if os.path.abspath(f) != os.path.abspath(first)]
+            for other in others:
+                try:
+                    check_state_file(other)
+                except TrainingStateError:
+                    continue
+                raise TrainingStateError(f'{e}; an intact older state is beside it: resume with --resume={other}, '
+                                         f'or pass the run directory to take it automatically') from None
+            raise
+        return first, []
+    warnings = []
+    candidates = [first] + [f for f in _state_files(path) if os.path.abspath(f) != os.path.abspath(first)]
+    for file in candidates:
+        try:
+            check_state_file(file)
+        except TrainingStateError as e:
+            warnings.append(str(e))
+            continue
+        if warnings:
+            warnings.append(f'resuming from the newest intact state instead: {file}')
+        return file, warnings
+    raise TrainingStateError(f'no training state in {path} is intact: ' + '; '.join(warnings))
+
+
+def _first_line_without_advice(e: BaseException) -> str:
+    """torch.load's message without its suggestion to load with weights_only=False: a file
+    that fails the weights-only check must never be loaded any other way."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if 'weights_only' not in ln and 'WeightsUnpickler' not in ln
+            and not ln.startswith(('(1)', '(2)', 'Check the documentation', 'Please file an issue'))]
+    text = ' '.join(keep)
+    return (text[:300] + '...' if len(text) > 300 else text) or type(e).__name__
 
 
 def load_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
@@ -215,10 +314,17 @@ def load_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     file = find_training_state(path)
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TrainingStateError(f'Cannot read training state {file}: the weights-only reader refused it unread '
+                                 f'({_first_line_without_advice(e)}); it is damaged or holds more than tensors and '
+                                 f'plain data, and was not loaded any other way') from None
     except Exception as e:
-        raise TrainingStateError(f'Cannot read training state {file}: {type(e).__name__}: {e}') from e
+        raise TrainingStateError(f'Cannot read training state {file}: {type(e).__name__}: '
+                                 f'{_first_line_without_advice(e)}') from None
     if not isinstance(state, dict) or 'format' not in state:
         raise TrainingStateError(f'{file} is not a training state of this framework.')
+    if type(state['format']) is not int:
+        raise TrainingStateError(f'{file} is not a training state of this framework (bad format field).')
     if state['format'] > FORMAT_VERSION:
         raise TrainingStateError(f'{file} has state format {state["format"]}; this framework reads up to '
                                  f'{FORMAT_VERSION}. Update the framework.')
