@@ -75,7 +75,7 @@ def test_dry_run_prints_tree_and_creates_nothing(tmp_path, dataset):
 def test_dry_run_demo_data_needs_no_download(tmp_path):
     res = run_ok(['--outdir', tmp_path, '--data', 'demo', '--cfg=cpu', '--dry-run'])
     tree = json.loads(res.output[:res.output.rindex('}') + 1])
-    assert tree['training_set_kwargs']['resolution'] == 32
+    assert tree['training_set_kwargs']['resolution'] == 16
     assert tree['run_dir'].endswith('00000-demo-cpu-apa')
 
 
@@ -117,7 +117,11 @@ def test_data_errors(tmp_path, dataset, unlabelled):
     res = invoke(['--outdir', tmp_path, '--data', unlabelled, '--cond=1', '--dry-run'])
     assert res.exit_code == 2 and '--cond' in res.output and 'no labels' in res.output
     # --metricdata at another resolution is refused.
-    res = invoke(['--outdir', tmp_path, '--data', dataset, '--metricdata', 'demo', '--dry-run'])
+    other = str(tmp_path / 'other-32x32.zip')
+    with DatasetWriter(other) as w:
+        for _ in range(2):
+            w.add(np.zeros([32, 32], dtype=np.uint8))
+    res = invoke(['--outdir', tmp_path, '--data', dataset, '--metricdata', other, '--dry-run'])
     assert res.exit_code == 2 and '--metricdata' in res.output and 'resolution' in res.output
 
 
