@@ -76,19 +76,31 @@ def _dataset_kwargs(run_dir: str) -> Dict[str, Any]:
         return json.load(f)['training_set_kwargs']
 
 
-def _p_curves(run_dir: str) -> Dict[str, List[List[float]]]:
-    """{statistic name: [[kimg, value], ...]} of every Augment/*/p in stats.jsonl."""
+def _run_dirs(run_dir: str) -> List[str]:
+    """The run directory and the ones an interrupted run was continued in (train.py makes a
+    new numbered directory on every resume), in order."""
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    return sorted(d for d in glob.glob(os.path.join(parent, '0*')) if os.path.isdir(d))
+
+
+def _stats_rows(run_dirs: Sequence[str]) -> List[Dict[str, Any]]:
+    rows = []
+    for d in run_dirs:
+        path = os.path.join(d, 'stats.jsonl')
+        if os.path.isfile(path):
+            with open(path, encoding='utf-8') as f:
+                rows += [json.loads(line) for line in f]
+    return rows
+
+
+def _p_curves(rows: Sequence[Dict[str, Any]]) -> Dict[str, List[List[float]]]:
+    """{statistic name: [[kimg, value], ...]} of every Augment/*/p in the stats rows."""
     curves: Dict[str, List[List[float]]] = {}
-    path = os.path.join(run_dir, 'stats.jsonl')
-    if not os.path.isfile(path):
-        return curves
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            row = json.loads(line)
-            kimg = row.get('Progress/kimg', {}).get('mean')
-            for key, value in row.items():
-                if key.startswith('Augment/') and key.endswith('/p') and kimg is not None:
-                    curves.setdefault(key, []).append([kimg, value['mean']])
+    for row in rows:
+        kimg = row.get('Progress/kimg', {}).get('mean')
+        for key, value in row.items():
+            if key.startswith('Augment/') and key.endswith('/p') and kimg is not None:
+                curves.setdefault(key, []).append([kimg, value['mean']])
     return curves
 
 
@@ -100,7 +112,8 @@ def score_run(run_dir: str, metric: str, detector: Optional[str], device: str) -
     import dnnlib  # pylint: disable=import-outside-toplevel
 
     dev = torch.device(device)
-    ts_kwargs = _dataset_kwargs(run_dir)
+    run_dirs = _run_dirs(run_dir)
+    ts_kwargs = _dataset_kwargs(run_dirs[0])
     train_set = dnnlib.construct_class_by_name(**dict(ts_kwargs, xflip=False))
     full_kwargs = dict(ts_kwargs, max_size=None, xflip=False)
     full_set = dnnlib.construct_class_by_name(**full_kwargs)
@@ -128,10 +141,11 @@ def score_run(run_dir: str, metric: str, detector: Optional[str], device: str) -
         return {'mean': float(out.mean()), 'sign': float(out.sign().mean())}
 
     snapshots = []
-    pkls = sorted(glob.glob(os.path.join(run_dir, 'network-snapshot-*.pkl')))
-    for pkl, kimg in zip(pkls, _snapshot_kimgs(run_dir, pkls)):
+    rows = _stats_rows(run_dirs)
+    pkls = [p for d in run_dirs for p in sorted(glob.glob(os.path.join(d, 'network-snapshot-*.pkl')))]
+    for pkl, kimg in zip(pkls, _snapshot_kimgs(rows, pkls)):
         data = netfile.load_network_pickle(pkl, keys=('G', 'D', 'G_ema'), device=dev)
-        row: Dict[str, Any] = {'kimg': kimg, 'pkl': os.path.basename(pkl)}
+        row: Dict[str, Any] = {'kimg': kimg, 'pkl': os.path.relpath(pkl, os.path.dirname(run_dirs[0]))}
         with torch.no_grad():
             D, G = data['D'], data['G']
             row['D_train'] = d_scores(D, train_img, train_c)
@@ -146,18 +160,14 @@ def score_run(run_dir: str, metric: str, detector: Optional[str], device: str) -
                                          device=dev, detector=spec)
         row['fid'] = float(next(iter(result['results'].values())))
         snapshots.append(row)
-    return {'snapshots': snapshots, 'p': _p_curves(run_dir), 'num_train': len(train_set),
+    return {'snapshots': snapshots, 'p': _p_curves(rows), 'num_train': len(train_set),
             'num_heldout_scored': len(held)}
 
 
-def _snapshot_kimgs(run_dir: str, pkls: List[str]) -> List[float]:
+def _snapshot_kimgs(rows: Sequence[Dict[str, Any]], pkls: List[str]) -> List[float]:
     """The kimg of each snapshot: the benchmark snapshots at every tick, so the i-th tick of
-    stats.jsonl is the i-th snapshot (else the number in the file name is taken as kimg)."""
-    path = os.path.join(run_dir, 'stats.jsonl')
-    kimgs = []
-    if os.path.isfile(path):
-        with open(path, encoding='utf-8') as f:
-            kimgs = [json.loads(line).get('Progress/kimg', {}).get('mean') for line in f]
+    the stats is the i-th snapshot (else the number in the file name is taken as kimg)."""
+    kimgs = [row.get('Progress/kimg', {}).get('mean') for row in rows]
     if len(kimgs) == len(pkls) and None not in kimgs:
         return [float(k) for k in kimgs]
     # Names are network-snapshot-<kimg>.pkl, with the images past whole kimg after an
@@ -358,6 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--methods', default=DEFAULT_METHODS, help=f'Comma-separated, from: {", ".join(METHODS)}')
     parser.add_argument('--seeds', default='0', help='Seeds of every run')
     parser.add_argument('--spread-seeds', default='1', help='Extra seeds for the smallest size ("" for none)')
+    parser.add_argument('--spread-methods', default=None, help='Methods the extra seeds run [default: all of --methods]')
     parser.add_argument('--kimg', type=float, default=40, help='Length of every run')
     parser.add_argument('--snap-kimg', type=float, default=4, help='kimg between scored snapshots')
     parser.add_argument('--ada-kimg', type=float, default=None, help='kimg for p to cross [0, 1] [default: kimg / 10]')
@@ -403,14 +414,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # Snapshot interval in ticks of the preset's tick length: ticks of snap-kimg, one snapshot each.
     args.base_options += [f'--tick={args.snap_kimg}', '--snap=1']
     args.extra = args.extra.split()
-    unknown = [m for m in args.methods.split(',') if m not in METHODS]
+    unknown = [m for m in args.methods.split(',') + (args.spread_methods or '').split(',') if m and m not in METHODS]
     if unknown:
         raise SystemExit(f'--methods: unknown {unknown[0]!r}; known: {", ".join(METHODS)}')
     sizes = parse_sizes(args.sizes, num_images)
     seeds = [int(s) for s in args.seeds.split(',') if s]
     spread = [int(s) for s in args.spread_seeds.split(',') if s]
     grid = [(size, method, seed) for size in sizes for method in args.methods.split(',') for seed in seeds]
-    grid += [(min(sizes), method, seed) for method in args.methods.split(',') for seed in spread if seed not in seeds]
+    spread_methods = args.spread_methods.split(',') if args.spread_methods else args.methods.split(',')
+    grid += [(min(sizes), method, seed) for method in spread_methods for seed in spread if seed not in seeds]
     jobs = args.jobs or (os.cpu_count() or 1 if args.device == 'cpu' else 1)
     jobs = max(1, min(jobs, len(grid)))
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
