@@ -328,7 +328,8 @@ def write_report(outdir: str, results: List[Dict[str, Any]], title: str) -> str:
         ax.set_xlabel('kimg')
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    if axes[0][-1].get_legend_handles_labels()[0]:   # No curves when no method adapts a p.
+        axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, 'p.png'), dpi=110)
     plt.close(fig)
