@@ -102,3 +102,20 @@ def test_training_reports_the_domain_fid(tmp_path):
     assert len(rows) == 1 and np.isfinite(rows[0]['results']['fid50_full'])
     with open(os.path.join(run_dir, 'training_options.json'), encoding='utf-8') as f:
         assert json.load(f)['metric_detector']['inception'] == digits_detector.DETECTOR_PATH
+
+
+@pytest.mark.slow
+def test_benchmark_takes_a_dataset_zip(tmp_path):
+    import limited_data   # benchmarks/limited_data.py
+    from train_helpers import write_blobs
+    data = write_blobs(str(tmp_path / 'blobs.zip'), num=40)
+    out = tmp_path / 'ld'
+    limited_data.main(['--outdir', str(out), '--data', data, '--sizes', '50%', '--methods', 'ada',
+                       '--spread-seeds', '', '--cfg', 'cpu', '--kimg', '0.064', '--snap-kimg', '0.064',
+                       '--metric', 'fid50_full', '--detector', 'digits', '--extra=--cbase=256 --cmax=16'])
+    with open(out / 'results.json', encoding='utf-8') as f:
+        data = json.load(f)
+    (r,) = data['results']
+    assert r['num_train'] == 20 and r['num_heldout_scored'] == 20    # 50% of 40; the other half held out
+    assert '--ada-kimg=0.1' in r['command']   # a tenth of --kimg, at least 0.1 and '--cfg=cpu' in r['command']
+    assert len(r['snapshots']) == 1 and np.isfinite(r['snapshots'][0]['fid'])
