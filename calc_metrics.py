@@ -151,17 +151,10 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
                                      f'device(s) are visible.', param_hint='--gpus')
 
     # Load the generator (a safe loader: nothing in the file is executed).
-    from torch_utils import netfile  # pylint: disable=import-outside-toplevel
+    from generate import load_checked_network  # pylint: disable=import-outside-toplevel
     if verbose:
         print(f'Loading network from "{network_pkl}"...')
-    try:
-        network = netfile.load_network(network_pkl, keys=['G_ema', 'training_set_kwargs'])
-    except (OSError, netfile.NetworkFileError) as e:
-        raise click.BadParameter(netfile.error_line(e), param_hint='--network')
-    G = network.get('G_ema') if isinstance(network, dict) else None
-    problem = netfile.generator_problem(G)
-    if problem is not None:
-        raise click.BadParameter(f'"{network_pkl}" {problem}.', param_hint='--network')
+    network, G = load_checked_network(network_pkl, keys=['G_ema', 'training_set_kwargs'])
 
     dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror)
     try:  # Fail here, with one clear message, rather than in every process.

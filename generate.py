@@ -279,17 +279,28 @@ def write_video(frames, path: str, fps: int) -> None:
         raise
 
 
-def load_generator(network: str, device: torch.device):
-    """Loads G_ema through the safe loader; every problem is a one-line --network error."""
+def load_checked_network(network: str, keys=('G_ema',)):
+    """Reads a network file through the safe loader and checks its G_ema is a generator;
+    every problem is a one-line --network error (generate.py and calc_metrics.py).
+
+    Returns:
+        (the loaded entries, G_ema).
+    """
     from torch_utils import netfile  # pylint: disable=import-outside-toplevel
     try:
-        data = netfile.load_network(network, keys=('G_ema',))
+        data = netfile.load_network(network, keys=keys)
     except (OSError, netfile.NetworkFileError) as e:
         raise click.BadParameter(netfile.error_line(e), param_hint='--network')
     G = data.get('G_ema') if isinstance(data, dict) else None
     problem = netfile.generator_problem(G)
     if problem is not None:
         raise click.BadParameter(f'{network} {problem}', param_hint='--network')
+    return data, G
+
+
+def load_generator(network: str, device: torch.device):
+    """Loads G_ema through the safe loader; every problem is a one-line --network error."""
+    _data, G = load_checked_network(network)
     return G.eval().requires_grad_(False).to(device)
 
 
