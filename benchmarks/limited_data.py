@@ -253,21 +253,11 @@ def _final(result: Dict[str, Any], key: str) -> float:
     return snaps[-1].get(key, {}).get('mean', float('nan'))
 
 
-def write_report(outdir: str, results: List[Dict[str, Any]], title: str) -> str:
-    """results.csv, plots and summary.md; returns the summary text."""
+def _plots(outdir: str, results: List[Dict[str, Any]], title: str) -> None:
+    """fid.png, d_outputs.png and p.png."""
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    with open(os.path.join(outdir, 'results.csv'), 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f)
-        w.writerow(['size', 'method', 'seed', 'kimg', 'fid', 'D_train', 'D_heldout', 'D_fake',
-                    'sign_train', 'sign_heldout', 'sign_fake'])
-        for r in results:
-            for s in r['snapshots']:
-                w.writerow([r['size'], r['method'], r['seed'], s['kimg'], round(s['fid'], 4)]
-                           + [round(s.get(k, {}).get('mean', float('nan')), 4) for k in ('D_train', 'D_heldout', 'D_fake')]
-                           + [round(s.get(k, {}).get('sign', float('nan')), 4) for k in ('D_train', 'D_heldout', 'D_fake')])
 
     sizes = sorted({r['size'] for r in results})
     methods = list(dict.fromkeys(r['method'] for r in results))
@@ -334,6 +324,26 @@ def write_report(outdir: str, results: List[Dict[str, Any]], title: str) -> str:
     fig.savefig(os.path.join(outdir, 'p.png'), dpi=110)
     plt.close(fig)
 
+
+
+def write_report(outdir: str, results: List[Dict[str, Any]], title: str) -> str:
+    """results.csv, plots (with matplotlib) and summary.md; returns the summary text."""
+    with open(os.path.join(outdir, 'results.csv'), 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f)
+        w.writerow(['size', 'method', 'seed', 'kimg', 'fid', 'D_train', 'D_heldout', 'D_fake',
+                    'sign_train', 'sign_heldout', 'sign_fake'])
+        for r in results:
+            for s in r['snapshots']:
+                w.writerow([r['size'], r['method'], r['seed'], s['kimg'], round(s['fid'], 4)]
+                           + [round(s.get(k, {}).get('mean', float('nan')), 4) for k in ('D_train', 'D_heldout', 'D_fake')]
+                           + [round(s.get(k, {}).get('sign', float('nan')), 4) for k in ('D_train', 'D_heldout', 'D_fake')])
+
+    try:
+        _plots(outdir, results, title)
+    except ImportError:
+        print('matplotlib is not installed: no plots (pip install matplotlib), the rest is written.')
+    sizes = sorted({r['size'] for r in results})
+    methods = list(dict.fromkeys(r['method'] for r in results))
     lines = ['| images | method | seeds | final FID | best FID | D train | D held-out | D fake | train - held-out | final p |',
              '|---|---|---|---|---|---|---|---|---|---|']
     for size in sizes:
