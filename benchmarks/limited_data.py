@@ -284,22 +284,34 @@ def _plots(outdir: str, results: List[Dict[str, Any]], title: str) -> None:
     fig.savefig(os.path.join(outdir, 'fid.png'), dpi=110)
     plt.close(fig)
 
-    # D outputs: train (solid), held-out (dashed), fake (dotted), seed 0 only.
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4), squeeze=False)
+    # D outputs: train (solid), held-out (dashed), fake (dotted), first seed; below, the
+    # overfitting gap (train minus held-out) of every seed, which removes the swings that
+    # train and held-out outputs share.
+    fig, axes = plt.subplots(2, len(sizes), figsize=(5.5 * len(sizes), 7), squeeze=False)
     seed0 = min(r['seed'] for r in results)
-    for ax, size in zip(axes[0], sizes):
+    for col, size in enumerate(sizes):
+        top, bottom = axes[0][col], axes[1][col]
         for r in results:
-            if r['size'] != size or r['seed'] != seed0:
+            if r['size'] != size:
                 continue
             k = [s['kimg'] for s in r['snapshots']]
-            for key, style in (('D_train', '-'), ('D_heldout', '--'), ('D_fake', ':')):
-                ax.plot(k, [s.get(key, {}).get('mean', np.nan) for s in r['snapshots']], style,
-                        color=colors[r['method']], label=r['method'] if key == 'D_train' else None)
-        ax.set_title(f'{size} images: D(x) on train (solid), held-out (dashed), fakes (dotted)', fontsize=9)
-        ax.set_xlabel('kimg')
-        ax.set_ylabel('mean raw D output')
-        ax.grid(alpha=0.3)
+            if r['seed'] == seed0:
+                for key, style in (('D_train', '-'), ('D_heldout', '--'), ('D_fake', ':')):
+                    top.plot(k, [s.get(key, {}).get('mean', np.nan) for s in r['snapshots']], style,
+                             color=colors[r['method']], label=r['method'] if key == 'D_train' else None)
+            gap = [s['D_train']['mean'] - s.get('D_heldout', {}).get('mean', np.nan) for s in r['snapshots']]
+            bottom.plot(k, gap, styles[r['seed'] % len(styles)], color=colors[r['method']],
+                        label=f'{r["method"]} (seed {r["seed"]})')
+        top.set_title(f'{size} images: D(x) on train (solid), held-out (dashed), fakes (dotted)', fontsize=9)
+        top.set_ylabel('mean raw D output')
+        bottom.set_title(f'{size} images: overfitting gap, D(train) - D(held-out)', fontsize=9)
+        bottom.set_ylabel('gap')
+        bottom.set_xlabel('kimg')
+        bottom.axhline(0, color='k', lw=0.5)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
+    axes[1][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, 'd_outputs.png'), dpi=110)
     plt.close(fig)
