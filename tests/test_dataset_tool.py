@@ -217,7 +217,8 @@ def test_lmdb_source_with_fake_module(tmp_path, monkeypatch):
 def test_demo_source(tmp_path):
     from training import demo_dataset
     report = convert_dataset('demo', str(tmp_path / 'demo.zip'), max_images=50, progress=False)
-    assert report.num_images == 50 and report.shape == (32, 32, 1) and report.has_labels
+    res = demo_dataset.DEMO_RESOLUTION
+    assert report.num_images == 50 and report.shape == (res, res, 1) and report.has_labels
     images, labels = _read_zip(tmp_path / 'demo.zip')
     first = next(demo_dataset.iter_demo_images())
     assert np.array_equal(images[archive_image_name(0)][:, :, 0], first[0])
