@@ -205,7 +205,10 @@ def run_one(args, data: str, size: int, method: str, seed: int, threads: int, lo
         with open(result_path, encoding='utf-8') as f:
             return json.load(f)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    run_dirs = sorted(d for d in glob.glob(os.path.join(outdir, '0*')) if os.path.isdir(d))
+    # The newest run directory with a training state (a resume that found nothing to do
+    # leaves a directory without one).
+    run_dirs = sorted(d for d in glob.glob(os.path.join(outdir, '0*'))
+                      if os.path.isdir(d) and glob.glob(os.path.join(d, 'training-state-*.pt')))
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), f'--outdir={outdir}', f'--data={data}',
            f'--subset={size}', f'--seed={seed}', f'--kimg={args.kimg}', f'--metrics=none',
            f'--gpus={args.gpus}', f'--device={args.device}'] + args.base_options + METHODS[method] + args.extra
