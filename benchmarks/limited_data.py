@@ -131,10 +131,7 @@ def score_run(run_dir: str, metric: str, detector: Optional[str], device: str) -
 
     train_img, train_c = batch(train_set, train)
     held_img, held_c = (batch(full_set, held) if held else (None, None))
-    spec = None
-    if detector:
-        from metrics import digits_detector  # pylint: disable=import-outside-toplevel
-        spec = digits_detector.resolve(detector)
+    spec = detector or None   # metrics.detectors resolves the name 'digits' itself.
 
     def d_scores(D, img, c):
         out = torch.cat([D(x, y) for x, y in zip(img.split(256), c.split(256))]).flatten()
