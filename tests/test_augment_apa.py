@@ -82,3 +82,28 @@ def test_dtype_follows_the_reals_and_network_file_round_trip():
     buf.seek(0)
     loaded = netfile.load_network_pickle(buf)['real_transform']
     assert type(loaded) is PseudoAugment and float(loaded.p) == 0.3125
+
+
+def test_apa_keeps_the_latest_fakes_per_slot_and_restores_them_by_slot():
+    from training import plugins
+    apa = PseudoAugment(1.0)
+    for slot in range(4):
+        apa.observe_fakes(slot, torch.full([2, 1, 4, 4], float(slot)))
+    # p = 1: every real of a slot is replaced by that slot's latest fake.
+    assert torch.equal(apa.transform_reals(torch.zeros(2, 1, 4, 4), 3), torch.full([2, 1, 4, 4], 3.0))
+    state = apa.get_state(plugins.StateContext(4, range(4), 2, 'cpu'))
+    assert state['fakes'].shape == (8, 1, 4, 4) and float(state['p']) == 1.0
+    for slot in range(4):
+        assert torch.equal(state['fakes'][2 * slot:2 * slot + 2], apa._fakes[slot])
+    other = PseudoAugment(0.0)
+    other.set_state(state, plugins.StateContext(4, [1, 3], 2, 'cpu'))      # rank 1 of 2
+    assert float(other.p) == 1.0 and sorted(other._fakes) == [1, 3]
+    assert torch.equal(other._fakes[3], apa._fakes[3])
+    # A different micro-batch size cannot be split: fakes are dropped, not misassigned.
+    other.set_state(state, plugins.StateContext(2, [0], 3, 'cpu'))
+    assert other._fakes == {}
+    # Before the first G main pass there is nothing to keep; reals pass unchanged.
+    empty = PseudoAugment(1.0)
+    assert empty.get_state(plugins.StateContext(4, range(4), 2, 'cpu'))['fakes'] is None
+    reals = torch.rand(2, 1, 4, 4)
+    assert torch.equal(empty.transform_reals(reals, 0), reals)

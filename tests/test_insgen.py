@@ -335,8 +335,8 @@ def test_two_tick_run_and_exact_resume(tmp_path, dataset):
     full = netfile.load_network_pickle(newest(only_run_dir(tmp_path / 'full')))
     resumed = netfile.load_network_pickle(newest(only_run_dir(tmp_path / 'resumed')))
     assert_same_modules(full, resumed, ('G', 'D', 'G_ema', 'D_ema', 'insgen'))
-    s_full = state_heads(only_run_dir(tmp_path / 'full'))['modules']['heads']['insgen']
-    s_res = state_heads(only_run_dir(tmp_path / 'resumed'))['modules']['heads']['insgen']
+    s_full = state_heads(only_run_dir(tmp_path / 'full'))['components']['loss_term/insgen']
+    s_res = state_heads(only_run_dir(tmp_path / 'resumed'))['components']['loss_term/insgen']
     assert torch.equal(s_full['augment_pipe']['p'], s_res['augment_pipe']['p'])
 
 

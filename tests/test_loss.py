@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import training_stats
+from training import plugins
 from training.loss import StyleGAN2Loss
 
 
@@ -96,7 +97,6 @@ def test_gmain_nonsaturating_loss_trains_only_g():
     assert float(terms['Loss/G/loss']) == pytest.approx(float(expected), rel=1e-6)
     assert loss.G.mapping.weight.grad is not None and loss.G.synthesis.proj.grad.abs().sum() > 0
     assert loss.D.w.grad is None
-    assert torch.equal(loss._latest_fakes[0], img)
 
 
 def test_dmain_loss_terms_and_no_g_gradient():
@@ -127,12 +127,41 @@ def test_r1_value_and_gradient(gamma, gain):
     assert 'Loss/D/real' not in terms
 
 
+class ReplaceAll(plugins.RealTransform):
+    """A real-batch transform that shows D the latest fakes of the slot instead of the reals."""
+
+    def __init__(self):
+        self.fakes = {}
+
+    def observe_fakes(self, slot, images):
+        self.fakes[slot] = images
+
+    def transform_reals(self, reals, slot):
+        return self.fakes.get(slot, reals)
+
+
+def test_real_transforms_see_each_g_main_batch_and_chain_in_order():
+    first, order = ReplaceAll(), []
+
+    class Scale(plugins.RealTransform):
+        def transform_reals(self, reals, slot):
+            order.append(slot)
+            return reals * 2
+    loss = make_loss(r1_gamma=2.0, real_transforms=[first, Scale()])
+    call(loss, 'Gmain', slot=0)
+    img = first.fakes[0]
+    assert img.shape == (4, 1, 4, 4) and not img.requires_grad
+    call(loss, 'Dmain', slot=0)
+    assert torch.equal(loss.D.seen[-1], first.fakes[0] * 2) and order == [0]
+    with pytest.raises(TypeError, match='transform_reals'):
+        make_loss(real_transforms=[lambda reals, fakes: reals])
+
+
 def test_r1_is_taken_on_the_mixed_real_batch():
-    def replace_all(reals, pseudo):
-        return reals if pseudo is None else pseudo
-    loss = make_loss(r1_gamma=2.0, real_transform=replace_all)
+    transform = ReplaceAll()
+    loss = make_loss(r1_gamma=2.0, real_transform=transform)
     call(loss, 'Gmain', slot=1)
-    fakes = loss._latest_fakes[1]
+    fakes = transform.fakes[1]
     terms = call(loss, 'Dreg', slot=1)
     assert torch.equal(loss.D.seen[-1], fakes)   # D saw the pseudo batch ...
     penalty = (2 * loss.D.w * fakes).square().sum([1, 2, 3])
@@ -238,14 +267,14 @@ def test_heads_add_their_terms():
             self.scale = torch.nn.Parameter(torch.tensor(2.0))
             self.kinds = []
 
-        def d_loss(self, kind, img, raw, c, z, logits, features, cur_nimg):
+        def d_loss(self, kind, img, raw, c, z, logits, features, cur_nimg, **kwargs):
             self.kinds.append(kind)
             assert features.shape == (img.shape[0], 16)
             assert raw.shape == img.shape
             assert (z is None) == (kind == 'real')
             return self.scale * logits.mean()
 
-        def g_loss(self, img, raw, c, z, logits, features, cur_nimg):
+        def g_loss(self, img, raw, c, z, logits, features, cur_nimg, **kwargs):
             self.kinds.append('g')
             assert z is not None
             return -logits.mean()
@@ -270,25 +299,14 @@ def test_disabled_regularisers_do_nothing():
         call(loss, 'Dfoo')
 
 
-def test_state_dict_round_trip_splits_slots():
+def test_state_dict_round_trip():
     loss = make_loss()
-    for slot in range(4):
-        call(loss, 'Gmain', n=2, slot=slot)
     loss.pl_mean.fill_(1.25)
     state = loss.state_dict(num_slots=4)
-    assert state['latest_fakes'].shape == (8, 1, 4, 4)
-    for slot in range(4):
-        assert torch.equal(state['latest_fakes'][2 * slot:2 * slot + 2], loss._latest_fakes[slot])
-
+    assert set(state) == {'pl_mean'}
     other = make_loss()
-    other.load_state_dict(state, slots=[1, 3], batch_gpu=2)    # rank 1 of 2
+    other.load_state_dict(dict(state, latest_fakes=torch.zeros(8, 1, 4, 4)))   # an older state
     assert float(other.pl_mean) == 1.25
-    assert sorted(other._latest_fakes) == [1, 3]
-    assert torch.equal(other._latest_fakes[3], loss._latest_fakes[3])
-    # A different micro-batch size cannot be split: fakes are dropped, not misassigned.
-    other.load_state_dict(state, slots=[0], batch_gpu=3)
-    assert other._latest_fakes == {}
-    assert make_loss().state_dict()['latest_fakes'] is None
 
 
 def test_real_networks_all_phases_finite():

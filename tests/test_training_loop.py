@@ -154,7 +154,7 @@ def test_two_tick_run_writes_all_files(tmp_path, dataset_zip):
 
     state = training_state.load_training_state(str(run_dir))
     assert state['progress'] == {'cur_nimg': 32, 'cur_tick': 2, 'batch_idx': 4}
-    assert state['loss']['latest_fakes'].shape == (8, 1, 16, 16)
+    assert state['components']['real_transform/apa']['fakes'].shape == (8, 1, 16, 16)
     assert set(state['optimizers']) == {'G', 'D'}
 
 
@@ -183,8 +183,8 @@ def test_exact_resume(tmp_path, dataset_zip, methods):
     assert_same(full, resumed)
     assert float(full['loss']['pl_mean']) > 0
     if methods == 'apa+ada':
-        assert float(full['modules']['real_transform']['p']) == pytest.approx(0.24)  # the controller moved p
-        assert full['controllers'][0]['steps'] == 8 % 3
+        assert float(full['components']['real_transform/apa']['p']) == pytest.approx(0.24)  # the controller moved p
+        assert full['components']['controller/apa']['steps'] == 8 % 3
 
 
 def _two_process_worker(rank, world_size, init_file, config):
@@ -211,8 +211,8 @@ def test_one_vs_two_processes(tmp_path, dataset_zip):
     assert one['progress'] == two['progress']
     # p moves by whole steps from summed signs: exactly equal. Networks, optimizers, the
     # path-length mean and w_avg agree up to the order of floating-point reductions.
-    assert_same(one['modules']['real_transform'], two['modules']['real_transform'])
-    assert_same(one['controllers'], two['controllers'])
+    assert_same(one['components']['real_transform/apa']['p'], two['components']['real_transform/apa']['p'])
+    assert_same(one['components']['controller/apa'], two['components']['controller/apa'])
     del one['rng'], two['rng']
     assert_same(one, two, exact=False, rtol=1e-4, atol=1e-5)
 
@@ -465,6 +465,6 @@ def test_two_tick_run_on_cuda(tmp_path, dataset_zip):
     assert result['cur_nimg'] == 32
     state = training_state.load_training_state(str(tmp_path / 'run'))
     assert state['modules']['G']['mapping.w_avg'].device.type == 'cpu'
-    assert state['loss']['latest_fakes'].shape == (8, 1, 16, 16)
+    assert state['components']['real_transform/apa']['fakes'].shape == (8, 1, 16, 16)
     assert 'gpumem' in (tmp_path / 'run' / 'log.txt').read_text()
     netfile.load_network_pickle(str(tmp_path / 'run' / 'network-snapshot-000000.pkl'))

@@ -400,8 +400,8 @@ def test_two_tick_train_run_with_cv(tmp_path, blobs):
     assert state['progress']['cur_nimg'] == 16
     # Own optimizer, own adaptive p, heads in the state and the pickle; no backbone anywhere.
     assert 'head_cv.disc' in state['optimizers']
-    assert [c for c in state['controllers']] and len(state['controllers']) == 2   # APA's and the branch's
-    head_state = state['modules']['heads']['cv']
+    assert [k for k in state['components'] if k.startswith('controller/')] == ['controller/apa', 'controller/cv']   # APA's and the branch's
+    head_state = state['components']['loss_term/cv']
     assert 'aug.ada.p' in head_state and not any('backbone' in k or 'features' in k for k in head_state)
     assert isinstance(net[V.PICKLE_KEY], V.CVDiscriminator)
     fresh = tiny_head().disc   # another init: training moved the heads
@@ -441,5 +441,5 @@ def test_resume_with_cv_continues_exactly(tmp_path, blobs):
         a, b = n_full[key].state_dict(), n_res[key].state_dict()
         for name in a:
             assert torch.equal(a[name], b[name]), f'{key}.{name} differs after resume'
-    for name, value in s_full['modules']['heads']['cv'].items():
-        assert torch.equal(value, s_res['modules']['heads']['cv'][name]), name
+    for name, value in s_full['components']['loss_term/cv'].items():
+        assert torch.equal(value, s_res['components']['loss_term/cv'][name]), name

@@ -1,22 +1,17 @@
 """StyleGAN2 loss: non-saturating logistic loss with lazy R1 and path-length regularisation.
 
 The training loop calls `accumulate_gradients` once per micro-batch ("slot") and phase; the
-loss runs the networks, reports its statistics and back-propagates. Methods plug in through
-the three objects it is given, never through names:
+loss runs the networks, reports its statistics and back-propagates. It knows no method:
+the parts it is given follow the contract of training/plugins.py:
 
 - `augment_pipe`: images -> images, applied to everything D sees (ADA, DiffAugment, ...).
-- `real_transform(reals, latest_fakes) -> reals`: changes the real batch before D (APA);
-  `latest_fakes` is the detached output of the latest G main pass of the same slot.
-- `heads`: extra discriminator heads (InsGen, vision-aided). Each may define
-  `d_loss(kind, img, raw, c, z, logits, features, cur_nimg)` (kind 'real' or 'fake', called
-  in the D main passes) and `g_loss(img, raw, c, z, logits, features, cur_nimg)`; each
-  returns a tensor (per sample or scalar) or None, added to the phase's loss. `img` is the
-  image D saw (after the augment stage), `raw` the same image before the augment stage (the
-  generator's output, or the real batch after the real-batch transform; in the G pass
-  gradients reach G through it), `z` the latents of generated images (None for reals),
-  `features` D's map before its epilogue, `slot` the micro-batch index within the step (heads
-  that keep per-step state, such as InsGen's key queues, use it to combine the slots of all
-  ranks in a fixed order). Heads should accept further keywords (**kwargs).
+- `real_transforms`: each sees the detached output of every G main pass
+  (`observe_fakes(slot, images)`) and changes the real batch before D, in order
+  (`transform_reals(reals, slot)`; APA).
+- `heads`: loss terms (InsGen, vision-aided, LeCam) with `d_loss(**fields)` (kind 'real' or
+  'fake', in the D main passes) and `g_loss(**fields)`, each given every field of the pass
+  (see `plugins.LossTerm`) and returning a tensor (per sample or scalar) or None, added to
+  the phase's loss and reported as Loss/<name>/<method>[_<kind>].
 
 Running averages (w_avg of the mapping network, the path-length mean) are updated once per
 phase from the per-slot means in slot order (`end_phase`), so they come out the same
@@ -29,7 +24,6 @@ mean moved by the batch mean *inside* the graph, and the lazy regularisers back-
 output bias in D reg) get a zero gradient and their Adam state advances with the others.
 """
 
-import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -44,18 +38,6 @@ D_PHASES = ('Dmain', 'Dreg', 'Dboth')
 
 def _distributed() -> bool:
     return distributed.get_world_size() > 1
-
-
-def _accepted_names(fn: Any) -> Optional[frozenset]:
-    """The keywords `fn` takes: None for all of them (**kwargs or no signature), else the
-    names it lists (so heads written before a keyword was added keep working)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return frozenset(params)
 
 
 def path_length_penalty(pl_lengths: torch.Tensor, pl_mean: torch.Tensor, decay: float) -> tuple:
@@ -94,8 +76,9 @@ class StyleGAN2Loss:
         G: Generator (with `mapping` and `synthesis`).
         D: Discriminator (`D(img, c, return_features=...)`).
         augment_pipe: Module applied to every image D sees, or None.
-        real_transform: Callable (reals, latest_fakes) -> reals for the D passes, or None.
-        heads: Extra discriminator heads (see the module docstring).
+        real_transforms: Real-batch transforms, applied in order (see the module docstring).
+        heads: Loss terms (see the module docstring).
+        real_transform: One more real-batch transform (appended to `real_transforms`).
         r1_gamma: R1 weight; 0 disables R1.
         style_mixing_prob: Probability of mixing two latents in a G batch.
         pl_weight: Path-length regularisation weight; 0 disables it.
@@ -104,9 +87,10 @@ class StyleGAN2Loss:
     """
 
     def __init__(self, device: torch.device, G: torch.nn.Module, D: torch.nn.Module,
-                 augment_pipe: Optional[torch.nn.Module] = None, real_transform: Optional[Any] = None,
+                 augment_pipe: Optional[torch.nn.Module] = None, real_transforms: Sequence[Any] = (),
                  heads: Sequence[Any] = (), r1_gamma: float = 10, style_mixing_prob: float = 0.9,
-                 pl_weight: float = 2, pl_batch_shrink: int = 2, pl_decay: float = 0.01):
+                 pl_weight: float = 2, pl_batch_shrink: int = 2, pl_decay: float = 0.01,
+                 real_transform: Optional[Any] = None):
         if pl_batch_shrink < 1:
             raise ValueError(f'StyleGAN2Loss: pl_batch_shrink must be >= 1, got {pl_batch_shrink}')
         if not 0 <= style_mixing_prob <= 1:
@@ -115,7 +99,11 @@ class StyleGAN2Loss:
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
-        self.real_transform = real_transform
+        self.real_transforms = list(real_transforms) + ([real_transform] if real_transform is not None else [])
+        for t in self.real_transforms:
+            if not callable(getattr(t, 'transform_reals', None)):
+                raise TypeError(f'StyleGAN2Loss: real-batch transform {type(t).__name__} has no '
+                                f'transform_reals(reals, slot) (see training/plugins.py)')
         self.heads = list(heads)
         self.r1_gamma = float(r1_gamma)
         self.style_mixing_prob = float(style_mixing_prob)
@@ -123,10 +111,8 @@ class StyleGAN2Loss:
         self.pl_batch_shrink = int(pl_batch_shrink)
         self.pl_decay = float(pl_decay)
         self.pl_mean = torch.zeros([], device=self.device)
-        self._latest_fakes: Dict[int, torch.Tensor] = {}   # slot -> detached images of the last G main pass
         self._pending_w: Dict[int, List[torch.Tensor]] = {}  # slot -> mean w of each mapping call, in order
         self._pending_pl: Dict[int, torch.Tensor] = {}     # slot -> mean path length of this phase
-        self._head_keywords: Dict[tuple, Optional[frozenset]] = {}  # (head index, method) -> _accepted_names
 
     # -----------------------------------------------------------------------------------
     # Network passes.
@@ -179,11 +165,7 @@ class StyleGAN2Loss:
             fn = getattr(head, method, None)
             if fn is None:
                 continue
-            # Signatures are read once per head and method, not on every micro-batch.
-            if (index, method) not in self._head_keywords:
-                self._head_keywords[index, method] = _accepted_names(fn)
-            names = self._head_keywords[index, method]
-            value = fn(**(kwargs if names is None else {k: v for k, v in kwargs.items() if k in names}))
+            value = fn(**kwargs)
             if value is None:
                 continue
             name = getattr(head, 'name', f'head{index}')
@@ -209,7 +191,7 @@ class StyleGAN2Loss:
             gen_c: Labels [N, c_dim] for the generated images.
             gain: Loss multiplier (the phase interval for lazy regularisation).
             cur_nimg: Images shown so far (for heads with warm-up).
-            slot: Index of this micro-batch within the step (keys the latest fakes).
+            slot: Index of this micro-batch within the step.
 
         Returns:
             {statistic name: detached scalar} of the loss terms computed, for finite checks.
@@ -225,7 +207,8 @@ class StyleGAN2Loss:
         # G main: make D call the fakes real (non-saturating loss, softplus(-D(G(z)))).
         if do_Gmain:
             gen_img, _ = self.run_G(gen_z, gen_c, slot=slot)
-            self._latest_fakes[slot] = gen_img.detach()
+            for transform in self.real_transforms:
+                transform.observe_fakes(slot, gen_img.detach())
             logits, features, seen = self.run_D(gen_img, gen_c)
             training_stats.report('Loss/scores/fake', logits)
             training_stats.report('Loss/signs/fake', logits.sign())
@@ -269,11 +252,11 @@ class StyleGAN2Loss:
             _backward(loss_Dgen.mean() + extra, gain)
 
         # D on reals: softplus(-D(x)) and R1 = gamma/2 |grad_x D(x)|^2, taken w.r.t. the image
-        # that enters the augment stage (the APA-mixed batch when a real transform is set).
+        # that enters the augment stage (after the real-batch transforms, e.g. APA's mixing).
         if do_Dmain or do_Dr1:
             reals = real_img
-            if self.real_transform is not None:
-                reals = self.real_transform(reals, self._latest_fakes.get(slot))
+            for transform in self.real_transforms:
+                reals = transform.transform_reals(reals, slot)
             reals = reals.detach().requires_grad_(do_Dr1)
             logits, features, seen = self.run_D(reals, real_c)
             training_stats.report('Loss/scores/real', logits)
@@ -363,56 +346,12 @@ class StyleGAN2Loss:
 
     @torch.no_grad()
     def state_dict(self, num_slots: Optional[int] = None) -> Dict[str, Any]:
-        """The loss state: path-length mean and the latest generated batch of every slot.
-
-        Collective when torch.distributed is initialised.
-
-        Args:
-            num_slots: Micro-batches per step over all ranks (None: the slots held here).
-
-        Returns:
-            {'pl_mean': tensor, 'latest_fakes': [num_slots * batch_gpu, C, H, W] tensor on the
-            CPU in slot order, or None before the first G main pass}.
-        """
-        held = sorted(self._latest_fakes)
-        if num_slots is None:
-            num_slots = held[-1] + 1 if held else 0
-        has = torch.tensor([1.0 if held else 0.0], device=self.device)
-        if _distributed():
-            torch.distributed.all_reduce(has)
-        fakes = None
-        if has.item() > 0 and num_slots > 0:
-            # All ranks need the same shape: take it from any slot, shared via the sum below.
-            ref = self._latest_fakes[held[0]] if held else None
-            shape = torch.tensor(list(ref.shape) if ref is not None else [0, 0, 0, 0], device=self.device,
-                                 dtype=torch.float64)
-            if _distributed():
-                torch.distributed.all_reduce(shape, op=torch.distributed.ReduceOp.MAX)
-            shape = [int(s) for s in shape.tolist()]
-            table = torch.zeros([num_slots] + shape, device=self.device)
-            for slot in held:
-                table[slot] = self._latest_fakes[slot]
-            if _distributed():
-                torch.distributed.all_reduce(table)
-            fakes = table.flatten(0, 1).cpu()
-        return {'pl_mean': self.pl_mean.detach().cpu().clone(), 'latest_fakes': fakes}
+        """The loss state: the path-length mean (`num_slots` is accepted for older callers)."""
+        del num_slots
+        return {'pl_mean': self.pl_mean.detach().cpu().clone()}
 
     @torch.no_grad()
-    def load_state_dict(self, state: Dict[str, Any], slots: Optional[List[int]] = None,
-                        batch_gpu: Optional[int] = None) -> None:
-        """Restores `state_dict()`; each rank keeps the latest fakes of its own slots.
-
-        Args:
-            state: What `state_dict` returned.
-            slots: The slots this rank runs (None: all stored slots).
-            batch_gpu: Micro-batch size, to split the stored batch into slots.
-        """
+    def load_state_dict(self, state: Dict[str, Any], **_kwargs: Any) -> None:
+        """Restores `state_dict()` (older states also held APA's fakes; the loop gives those
+        to APA)."""
         self.pl_mean.copy_(state['pl_mean'].to(self.device))
-        self._latest_fakes = {}
-        fakes = state.get('latest_fakes')
-        if fakes is None or batch_gpu is None or fakes.shape[0] % batch_gpu != 0:
-            return
-        chunks = fakes.to(self.device).split(batch_gpu)
-        for slot in (range(len(chunks)) if slots is None else slots):
-            if slot < len(chunks):
-                self._latest_fakes[slot] = chunks[slot].clone()

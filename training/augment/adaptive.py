@@ -13,14 +13,15 @@ or each module can have its own.
 
 import math
 import re
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
 from torch_utils import training_stats
+from training import plugins
 
 
-class AdaptiveP:
+class AdaptiveP(plugins.Controller):
     """Moves the `p` buffer of modules toward a target value of a reported statistic.
 
     A plain object (not part of network pickles); its pending accumulation is part of the
@@ -63,7 +64,7 @@ class AdaptiveP:
         self.steps = 0
         self.nimg = 0
 
-    def step(self, batch_size: int, modules: Iterable[torch.nn.Module]) -> None:
+    def step(self, batch_size: int, modules: Iterable[torch.nn.Module], cur_nimg: Optional[int] = None) -> None:
         """Accounts for one D step; adjusts p of `modules` every `interval` steps.
 
         Collective when torch.distributed is initialised: every rank must call it after the
@@ -72,7 +73,9 @@ class AdaptiveP:
         Args:
             batch_size: images in this step, over all ranks.
             modules: modules with a scalar `p` buffer, moved together.
+            cur_nimg: images shown so far (unused: the rule depends on the statistic only).
         """
+        del cur_nimg
         modules = list(modules)
         for m in modules:
             if not isinstance(getattr(m, 'p', None), torch.Tensor):

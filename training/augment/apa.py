@@ -8,17 +8,24 @@ controller (training.augment.adaptive.AdaptiveP) raises p, so D is shown more "r
 are really fakes; this deceives an overconfident D without any extra generator pass.
 """
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import math
 import torch
 
 from torch_utils import netfile, training_stats
+from training import plugins
 
 
 @netfile.register
-class PseudoAugment(torch.nn.Module):
+class PseudoAugment(torch.nn.Module, plugins.RealTransform):
     """Replaces real images by pseudo (generated, detached) images with probability p.
+
+    As a real-batch transform of the training loop it keeps the latest generated batch of
+    each micro-batch (`observe_fakes`) and mixes it into that micro-batch's reals
+    (`transform_reals`); the kept batches are part of its training state, so a resumed
+    run mixes exactly the images the uninterrupted run would have. Called directly,
+    `forward(reals, pseudo)` mixes a given pseudo batch.
 
     Args:
         p: initial deception probability (the persistent `p` buffer).
@@ -31,6 +38,33 @@ class PseudoAugment(torch.nn.Module):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p <= 1:
             raise ValueError(f'PseudoAugment: p must be a number in [0, 1], got {p!r}')
         self.register_buffer('p', torch.tensor(float(p), dtype=torch.float32))
+        self._fakes: Dict[int, torch.Tensor] = {}   # slot -> detached images of its last G main pass
+
+    # Real-batch transform of the training loop.
+    def observe_fakes(self, slot: int, images: torch.Tensor) -> None:
+        self._fakes[int(slot)] = images.detach()
+
+    def transform_reals(self, reals: torch.Tensor, slot: int) -> torch.Tensor:
+        return self(reals, self._fakes.get(int(slot)))
+
+    def get_state(self, ctx: plugins.StateContext) -> Dict[str, Any]:
+        """p and the latest fakes of every micro-batch in slot order ([num_slots * batch_gpu,
+        C, H, W] on the CPU, None before the first G main pass). Collective."""
+        table = plugins.gather_slots(self._fakes, ctx.num_slots, ctx.device)
+        return {'p': self.p.detach().cpu().clone(), 'fakes': None if table is None else table.flatten(0, 1).cpu()}
+
+    def set_state(self, state: Dict[str, Any], ctx: plugins.StateContext) -> None:
+        """Restores `get_state`; each rank keeps the fakes of its own micro-batches."""
+        with torch.no_grad():
+            self.p.copy_(torch.as_tensor(state['p']).to(self.p.device))
+        self._fakes = {}
+        fakes = state.get('fakes')
+        if fakes is None or fakes.shape[0] % ctx.batch_gpu != 0:
+            return
+        chunks = fakes.to(ctx.device).split(ctx.batch_gpu)
+        for slot in ctx.my_slots:
+            if slot < len(chunks):
+                self._fakes[slot] = chunks[slot].clone()
 
     def forward(self, reals: torch.Tensor, pseudo: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mixes the real batch with the pseudo batch.
