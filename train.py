@@ -38,8 +38,7 @@ import torch
 
 import dnnlib
 from torch_utils import distributed
-from training import presets, training_state
-from training.heads import vision_aided
+from training import methods, presets, training_state
 
 ADA_PIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 STATE_GLOB = f'{training_state.STATE_PREFIX}*{training_state.STATE_SUFFIX}'
@@ -412,25 +411,6 @@ def _resolve_data(value: str, flag: str) -> str:
         raise click.BadParameter(str(e).replace('--data ', ''), param_hint=flag)
 
 
-def _check_diffaugment(policy: Optional[str]) -> None:
-    # The DiffAugment module knows its own ops; ask it rather than keeping a second list.
-    if not policy:
-        return
-    from training.augment import diffaugment  # pylint: disable=import-outside-toplevel
-    try:
-        diffaugment.DiffAugment(policy=policy)
-    except (ValueError, KeyError, TypeError) as e:
-        raise click.BadParameter(str(e), param_hint='--diffaugment')
-
-
-def _check_cv_weights(items) -> None:
-    """--cv-weights files must exist (names are checked with the config tree)."""
-    for item in items or ():
-        name, _, path = str(item).partition('=')
-        if path and path != 'random' and not os.path.isfile(path):
-            raise click.BadParameter(f'{name}={path}: no such file', param_hint='--cv-weights')
-
-
 # ---------------------------------------------------------------------------------------
 # Command line.
 
@@ -448,11 +428,42 @@ class FiniteFloatRange(click.FloatRange):
         return value
 
 
+def method_options(fn):
+    """Adds every registered method's options (training/methods.py), each declared once there."""
+    for opt in reversed(methods.all_options()):
+        fn = opt.click_option()(fn)
+    return fn
+
+
+class MethodGroupedCommand(click.Command):
+    """--help lists the core options first, then each method's options under its title."""
+
+    def format_options(self, ctx, formatter):
+        groups = {}
+        for module in methods.method_modules():
+            for opt in module.OPTIONS:
+                groups[opt.dest] = module.TITLE
+        sections = {}
+        core = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            title = groups.get(param.name)
+            (sections.setdefault(title, []) if title else core).append(record)
+        with formatter.section('Options'):
+            formatter.write_dl(core)
+        for module in methods.method_modules():
+            if module.TITLE in sections:
+                with formatter.section(module.TITLE):
+                    formatter.write_dl(sections.pop(module.TITLE))
+
+
 MAX_BATCH = 1 << 16     # Images per step; far above any sensible setting, far below a hang.
 MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
 
 
-@click.command(context_settings=dict(max_content_width=120))
+@click.command(cls=MethodGroupedCommand, context_settings=dict(max_content_width=120))
 # Required.
 @click.option('--outdir', metavar='DIR', required=True, help='Where to make the run directory')
 @click.option('--data', metavar='ZIP|DIR|demo', required=True,
@@ -485,46 +496,7 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
               help='Replacement feature network for the metrics (TorchScript or network file, or "digits" for '
                    'the shipped digits detector: a domain FID on the demo data); ROLE is inception or vgg16. '
                    'Repeatable')
-# Methods.
-@click.option('--aug', type=click.Choice(presets.AUG_MODES), default='apa', show_default=True,
-              help='apa: adaptive pseudo augmentation; ada: adaptive ADA pipeline; fixed: p held at --p; noaug: neither')
-@click.option('--p', type=FiniteFloatRange(min=0, max=1), default=None, help='Fixed probability for --aug=fixed')
-@click.option('--target', type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
-              help='Target of the adaptive p for --aug=apa|ada  [default: 0.6]')
-@click.option('--with-dataaug', **_BOOL, help='With APA, also apply the ADA pipeline to every D input, sharing p')
-@click.option('--ada-own-p', **_BOOL, help='With --with-dataaug, let ADA adapt its own p instead of sharing APA\'s')
-@click.option('--ada-target', type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
-              help='Target of ADA\'s own p with --ada-own-p  [default: 0.6]')
-@click.option('--ada-kimg', type=FiniteFloatRange(min=0, min_open=True), default=None,
-              help='kimg for an adaptive p to go from 0 to 1  [default: 500; 100 with a network-pickle --resume]')
-@click.option('--augpipe', type=click.Choice(ADA_PIPES), default=None,
-              help='ADA pipeline for --aug=ada or --with-dataaug  [default: bgc]')
-@click.option('--diffaugment', metavar='POLICY', default=None,
-              help='Add DiffAugment with this policy, e.g. color,translation,cutout')
-# InsGen (instance discrimination heads).
-@click.option('--insgen', **_BOOL, help='Add InsGen\'s real- and fake-instance contrastive heads to D')
-@click.option('--rqs', type=click.IntRange(min=1), default=None,
-              help='InsGen real-key queue size  [default: 5% of the training images, x2 with --mirror]')
-@click.option('--fqs', type=click.IntRange(min=1), default=None,
-              help='InsGen fake-key queue size  [default: 5% of the training images, x2 with --mirror]')
-@click.option('--insgen-temp', type=FiniteFloatRange(min=0, min_open=True), default=None,
-              help='InsGen InfoNCE temperature  [default: 0.2]')
-@click.option('--insgen-weights', metavar='REAL,FAKE,G', default=None,
-              help='InsGen loss weights: real- and fake-instance (D step), diversity (G step)  [default: 1,1,0.1]')
-@click.option('--no-cl-on-g', **_BOOL, help='Drop InsGen\'s diversity term from the G step')
-# Vision-aided discriminator (frozen pretrained backbones with trainable heads).
-@click.option('--cv', metavar='LIST', default=None,
-              help='Vision-aided backbones joined with "+": clip, dino, swin, vgg16 (e.g. clip+dino)')
-@click.option('--cv-loss', type=click.Choice(vision_aided.LOSS_NAMES), default=None,
-              help='Vision-aided loss  [default: multilevel_sigmoid_s]')
-@click.option('--cv-warmup', type=click.IntRange(min=0), default=None, metavar='NIMG',
-              help='Images before the vision-aided loss switches on  [default: 500000]')
-@click.option('--cv-aug', metavar='ada|diffaug:POLICY', default=None,
-              help='Augmentation before the backbones: own adaptive ADA (target 0.3) or a DiffAugment policy; '
-                   'cutout always  [default: ada]')
-@click.option('--cv-weights', metavar='NAME=PATH', multiple=True,
-              help='Local weights file of a backbone instead of the official download (repeatable); '
-                   'NAME=random keeps random weights (tests)')
+@method_options
 # Resume and transfer learning.
 @click.option('--resume', metavar='PKL|DIR|PT', default=None,
               help='Network pickle (weights and augment p), or run directory / training-state file (exact continuation)')
@@ -532,6 +504,9 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
               help='With a network-pickle --resume: the kimg the counter starts from')
 @click.option('--freezed', type=click.IntRange(min=0), default=0, show_default=True,
               help='Freeze the first N layers of D (FreezeD)')
+@click.option('--resume-new-methods', **_BOOL,
+              help='With a run directory or state --resume, let methods the state does not hold start fresh '
+                   '(e.g. adding --lecam to a running run)')
 @click.option('--allow-partial-resume', **_BOOL,
               help='With a network-pickle --resume: start even when less than half of G\'s or D\'s weights fit this run')
 # Networks (smaller values for quick experiments).
@@ -597,8 +572,6 @@ def main(**opts):
     if metricdata is not None:
         metricdata_path = _resolve_data(metricdata, '--metricdata')
         inspect_dataset(metricdata_path, '--metricdata', resolution=info.resolution)
-    _check_diffaugment(opts.diffaugment)
-    _check_cv_weights(opts.cv_weights)
     try:
         metrics = presets.parse_metrics(opts.pop('metrics'))
     except presets.ConfigError as e:
@@ -671,13 +644,18 @@ def _check_detector(values) -> Optional[Dict[str, str]]:
 def _print_summary(c: dnnlib.EasyDict, info: dnnlib.EasyDict, run_dir: str) -> None:
     ts = c.training_set_kwargs
     size = min(info.num_images, ts.max_size or info.num_images) * (2 if ts.xflip else 1)
-    methods = []
-    if c.real_transform_kwargs:
-        methods.append('APA' + (f' (fixed p={c.real_transform_kwargs.p:g})' if not c.controllers else ''))
+    names = []
+    transforms = c.real_transform_kwargs or []
+    for t in ([transforms] if isinstance(transforms, dict) else transforms):
+        name = t['class_name'].rsplit('.', 1)[-1]
+        names.append('APA' + (f' (fixed p={t["p"]:g})' if not c.controllers else '') if name == 'PseudoAugment' else name)
     for aug in (c.augment_kwargs or {}).get('augments', []):
-        methods.append(aug.class_name.rsplit('.', 1)[-1])
+        names.append(aug['class_name'].rsplit('.', 1)[-1])
     for head in c.get('heads_kwargs') or []:
-        methods.append(head['class_name'].rsplit('.', 1)[-1])
+        names.append(head['class_name'].rsplit('.', 1)[-1])
+    for ctrl in c.get('controllers') or []:
+        if ctrl['class_name'].endswith('LinearP'):
+            names.append(f'linear p schedule ({ctrl["name"]})')
     lines = [
         ('Output directory', run_dir),
         ('Training data', ts.path),
@@ -688,7 +666,7 @@ def _print_summary(c: dnnlib.EasyDict, info: dnnlib.EasyDict, run_dir: str) -> N
         ('Image resolution', ts.resolution),
         ('Conditional model', ts.use_labels),
         ('Dataset x-flips', ts.xflip),
-        ('Methods', ', '.join(methods) or 'none'),
+        ('Methods', ', '.join(names) or 'none'),
         ('Resume', c.resume_state or c.resume_pkl or 'no'),
     ]
     click.echo('\n'.join(f'{k + ":":<20} {v}' for k, v in lines) + '\n')

@@ -15,6 +15,7 @@ import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import dnnlib
+from training import methods
 
 # ---------------------------------------------------------------------------------------
 # Presets.
@@ -53,13 +54,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 CFG_NAMES: Tuple[str, ...] = tuple(PRESETS)
-AUG_MODES: Tuple[str, ...] = ('apa', 'ada', 'fixed', 'noaug')
 DEFAULT_METRICS: List[str] = ['fid50k_full']
-DEFAULT_TARGET = 0.6
-DEFAULT_AUGPIPE = 'bgc'
-DEFAULT_SPEED_KIMG = 500          # p can traverse [0, 1] in this many kimg ...
-RESUME_SPEED_KIMG = 100           # ... faster when fine-tuning from a network pickle.
-ADAPT_INTERVAL = 4                # D steps between p updates.
 DEFAULT_TICK_KIMG = 4
 DEFAULT_SNAP_TICKS = 50
 DEFAULT_WORKERS = 3
@@ -70,35 +65,16 @@ D_CLASS = 'training.networks.Discriminator'
 LOSS_CLASS = 'training.loss.StyleGAN2Loss'
 OPT_CLASS = 'torch.optim.Adam'
 DATASET_CLASS = 'training.dataset.ImageFolderDataset'
-STAGE_CLASS = 'training.augment.stage.AugmentStage'
-ADA_CLASS = 'training.augment.ada.AugmentPipe'
-DIFFAUG_CLASS = 'training.augment.diffaugment.DiffAugment'
-APA_CLASS = 'training.augment.apa.PseudoAugment'
-CONTROLLER_CLASS = 'training.augment.adaptive.AdaptiveP'
-INSGEN_CLASS = 'training.heads.insgen.InsGen'
-CV_CLASS = 'training.heads.vision_aided.VisionAidedHead'
-CV_MODULE = 'cv.aug.ada'                  # The vision-aided branch's own ADA pipe (controller path).
-CV_DEFAULT_LOSS = 'multilevel_sigmoid_s'
-CV_DEFAULT_WARMUP = 500_000               # Images before the vision-aided loss switches on.
-CV_DEFAULT_AUG = 'ada'
-INSGEN_DEFAULT_WEIGHTS = (1.0, 1.0, 0.1)  # real-instance, fake-instance (D step), diversity (G step).
-INSGEN_QUEUE_FRACTION = 0.05               # Default queue sizes: 5% of the training images.
-INSGEN_AUG_P = 0.5                          # p of InsGen's positive view without an adaptive ADA p.
-INSGEN_MODULE = 'insgen.augment_pipe'       # Its pipeline, as a controller module path.
 
-# Module paths the loop resolves for the adaptive controllers.
-APA_MODULE = 'real_transform'
-ADA_MODULE = 'augment.ada'
-
-
-class ConfigError(ValueError):
-    """A bad option value or combination; `flag` names the option(s) at fault."""
-
-    def __init__(self, flag: str, message: str):
-        super().__init__(f'{flag}: {message}')
-        self.flag = flag
-        self.message = message
-
+# The methods' own names, for callers that used them from here.
+from training.augment.modes import (ADA_CLASS, ADA_MODULE, ADAPT_INTERVAL, APA_CLASS,  # noqa: E402
+                                    APA_MODULE, AUG_MODES, CONTROLLER_CLASS, DEFAULT_AUGPIPE,
+                                    DEFAULT_SPEED_KIMG, DEFAULT_TARGET, RESUME_SPEED_KIMG, STAGE_CLASS)
+from training.augment.diffaugment import DIFFAUG_CLASS  # noqa: E402
+from training.heads.insgen import (DEFAULT_AUG_P as INSGEN_AUG_P, INSGEN_CLASS, INSGEN_MODULE,  # noqa: E402
+                                   DEFAULT_WEIGHTS as INSGEN_DEFAULT_WEIGHTS)
+from training.heads.vision_aided import CV_CLASS, CV_MODULE  # noqa: E402
+from training.methods import ConfigError  # noqa: E402,F401
 
 # ---------------------------------------------------------------------------------------
 # Helpers.
@@ -180,15 +156,6 @@ def build(*,
           mirror: bool = False,
           metrics: Optional[Sequence[str]] = None,
           metricdata_path: Optional[str] = None,
-          aug: str = 'apa',
-          p: Optional[float] = None,
-          target: Optional[float] = None,
-          with_dataaug: bool = False,
-          ada_own_p: bool = False,
-          ada_target: Optional[float] = None,
-          ada_kimg: Optional[float] = None,
-          augpipe: Optional[str] = None,
-          diffaugment: Optional[str] = None,
           resume_pkl: Optional[str] = None,
           resume_kimg: float = 0,
           resume_state: Optional[str] = None,
@@ -205,18 +172,9 @@ def build(*,
           mbstd_group: Optional[int] = None,
           glr: Optional[float] = None,
           dlr: Optional[float] = None,
-          insgen: bool = False,
-          rqs: Optional[int] = None,
-          fqs: Optional[int] = None,
-          insgen_temp: Optional[float] = None,
-          insgen_weights: Any = None,
-          no_cl_on_g: bool = False,
-          cv: Optional[str] = None,
-          cv_loss: Optional[str] = None,
-          cv_warmup: Optional[int] = None,
-          cv_aug: Optional[str] = None,
-          cv_weights: Sequence[str] = (),
           check_metrics: bool = True,
+          resume_new_methods: bool = False,
+          **method_options: Any,
           ) -> Tuple[dnnlib.EasyDict, str]:
     """Builds the config tree and the run-directory description from options.
 
@@ -232,18 +190,17 @@ def build(*,
         cfg: Preset name (see PRESETS).
         gpus: Number of processes (GPUs, or CPU processes without GPUs).
         batch, batch_gpu, gamma, kimg, tick, snap, seed, cond, subset, mirror, metrics,
-            metricdata_path, aug, p, target, with_dataaug, ada_own_p, ada_target, ada_kimg,
-            augpipe, diffaugment, freezed, fp32, nhwc, allow_tf32, nobench, workers, cbase,
+            metricdata_path, freezed, fp32, nhwc, allow_tf32, nobench, workers, cbase,
             cmax, map_layers, mbstd_group, glr, dlr: The train.py options of the same names
             (None = the preset's value).
         resume_pkl: Network pickle to start from (weights and augment p).
         resume_kimg: Image count (kimg) a network-pickle resume starts from.
         resume_state: Training-state file to continue from exactly.
         device: 'cpu' or 'cuda'.
-        insgen, rqs, fqs, insgen_temp, insgen_weights, no_cl_on_g: InsGen's options (see
-            `_insgen_config`).
-        cv, cv_loss, cv_warmup, cv_aug, cv_weights: The vision-aided options (see `_cv_config`).
         check_metrics: Validate metric names against the metrics registry.
+        resume_new_methods: With resume_state, let parts the state lacks start fresh.
+        **method_options: The options the methods declare (training/methods.py), by their
+            Python names (aug, target, diffaugment, insgen, cv, lecam, ...).
 
     Returns:
         (config tree as an EasyDict, run-directory description).
@@ -255,8 +212,7 @@ def build(*,
         raise ConfigError('--cfg', f'unknown preset {cfg!r}; choose one of {", ".join(CFG_NAMES)}')
     if gpus < 1:
         raise ConfigError('--gpus', f'must be at least 1, got {gpus}')
-    if aug not in AUG_MODES:
-        raise ConfigError('--aug', f'unknown mode {aug!r}; choose one of {", ".join(AUG_MODES)}')
+    o = methods.parse_options(method_options)
 
     spec = dnnlib.EasyDict(copy.deepcopy(PRESETS[cfg]))
     desc = data_name
@@ -376,24 +332,13 @@ def build(*,
     if check_metrics and c.metrics:
         _check_metrics(c.metrics)
 
-    # ---- Methods: aug, p, target, with-dataaug, ada-own-p, augpipe, diffaugment.
-    _method_config(c, aug=aug, p=p, target=target, with_dataaug=with_dataaug, ada_own_p=ada_own_p,
-                   ada_target=ada_target, ada_kimg=ada_kimg, augpipe=augpipe, diffaugment=diffaugment,
-                   from_pickle=(resume_pkl is not None))
-    desc += _method_desc(aug=aug, p=p, target=target, with_dataaug=with_dataaug, ada_own_p=ada_own_p,
-                         ada_target=ada_target, augpipe=augpipe, diffaugment=diffaugment)
-    c.heads_kwargs = []
-    insgen_head = _insgen_config(c, insgen=insgen, rqs=rqs, fqs=fqs, temp=insgen_temp, weights=insgen_weights,
-                                 no_cl_on_g=no_cl_on_g, num_images=num_images, subset=subset, mirror=mirror,
-                                 aug=aug, p=p, with_dataaug=with_dataaug, augpipe=augpipe)
-    if insgen_head is not None:
-        c.heads_kwargs.append(insgen_head)
-        desc += '-insgen'
-    cv_head = _cv_config(c, cv=cv, loss=cv_loss, warmup=cv_warmup, aug=cv_aug, weights=cv_weights, lr=lr_d,
-                         from_pickle=(resume_pkl is not None))
-    if cv_head is not None:
-        c.heads_kwargs.append(cv_head)
-        desc += '-cv-' + '-'.join(cv_head.backbones)
+    # ---- Methods: each registered method adds its parts (training/methods.py).
+    images = min(num_images, subset or num_images) * (2 if mirror else 1)
+    builder = methods.ConfigBuilder(c, dict(num_images=images, from_pickle=resume_pkl is not None,
+                                            total_kimg=float(c.total_kimg), lr_d=lr_d))
+    methods.configure_all(builder, o)
+    builder.finish(STAGE_CLASS)
+    desc += methods.describe(o)
 
     # ---- Resume and transfer learning.
     if resume_pkl is not None and resume_state is not None:
@@ -411,6 +356,10 @@ def build(*,
         desc += '-resumecustom'
     if resume_state is not None:
         desc += '-resume'
+    if resume_new_methods and resume_state is None:
+        raise ConfigError('--resume-new-methods', 'only applies when --resume continues a run (a run directory '
+                                                  'or a training state)')
+    c.resume_allow_new = bool(resume_new_methods)
     if freezed < 0:
         raise ConfigError('--freezed', f'must be non-negative, got {freezed}')
     if freezed > 0:
@@ -432,211 +381,6 @@ def build(*,
     c.cudnn_benchmark = not nobench
     c.allow_tf32 = bool(allow_tf32)
     return c, desc
-
-
-def _controller(name: str, target: float, speed_kimg: float, modules: List[str]) -> dnnlib.EasyDict:
-    return dnnlib.EasyDict(class_name=CONTROLLER_CLASS, target=float(target), interval=ADAPT_INTERVAL,
-                           speed_kimg=float(speed_kimg), name=name, modules=list(modules))
-
-
-def _method_config(c: dnnlib.EasyDict, *, aug: str, p: Optional[float], target: Optional[float],
-                   with_dataaug: bool, ada_own_p: bool, ada_target: Optional[float], ada_kimg: Optional[float],
-                   augpipe: Optional[str], diffaugment: Optional[str], from_pickle: bool) -> None:
-    """Fills augment_kwargs, real_transform_kwargs and controllers from the method flags.
-
-    - apa:   APA real-batch transform with an adaptive p; --with-dataaug adds the ADA pipe
-             that shares APA's p (or adapts its own with --ada-own-p).
-    - ada:   the ADA pipe with an adaptive p (established ADA), no APA.
-    - fixed: APA with p fixed to --p; --with-dataaug adds ADA at the same fixed p (or an
-             adaptive one of its own with --ada-own-p).
-    - noaug: neither APA nor ADA.
-    --diffaugment adds DiffAugment to the augment stage in every mode.
-    """
-    # Cross-option checks first, each naming the flags involved.
-    if aug == 'fixed' and p is None:
-        raise ConfigError('--p', '--aug=fixed needs --p (the fixed probability)')
-    if p is not None and aug != 'fixed':
-        raise ConfigError('--p', f'only applies with --aug=fixed (got --aug={aug}); adaptive modes start at p=0')
-    if p is not None and not 0 <= p <= 1:
-        raise ConfigError('--p', f'must be in [0, 1], got {p}')
-    if target is not None and aug not in ('apa', 'ada'):
-        raise ConfigError('--target', f'only applies with --aug=apa or --aug=ada (got --aug={aug})')
-    if target is not None and not 0 < target <= 1:
-        raise ConfigError('--target', f'must be in (0, 1], got {target}')
-    if with_dataaug and aug not in ('apa', 'fixed'):
-        raise ConfigError('--with-dataaug', f'adds ADA next to APA, so it needs --aug=apa or --aug=fixed '
-                                            f'(got --aug={aug}; --aug=ada already is ADA)')
-    if ada_own_p and not with_dataaug:
-        raise ConfigError('--ada-own-p', 'only applies with --with-dataaug (it gives the added ADA pipe its own p)')
-    if ada_target is not None and not ada_own_p:
-        raise ConfigError('--ada-target', 'only applies with --with-dataaug --ada-own-p (use --target for --aug=ada)')
-    if ada_target is not None and not 0 < ada_target <= 1:
-        raise ConfigError('--ada-target', f'must be in (0, 1], got {ada_target}')
-    uses_ada = aug == 'ada' or with_dataaug
-    if augpipe is not None and not uses_ada:
-        raise ConfigError('--augpipe', 'selects the ADA pipeline, so it needs --aug=ada or --with-dataaug')
-    if ada_kimg is not None and not ada_kimg > 0:
-        raise ConfigError('--ada-kimg', f'must be positive, got {ada_kimg}')
-    adaptive = aug in ('apa', 'ada') or ada_own_p
-    if ada_kimg is not None and not adaptive:
-        raise ConfigError('--ada-kimg', 'sets the speed of an adaptive p; --aug=fixed/noaug have none')
-    augpipe = augpipe or DEFAULT_AUGPIPE
-    target = DEFAULT_TARGET if target is None else target
-    speed = ada_kimg if ada_kimg is not None else (RESUME_SPEED_KIMG if from_pickle else DEFAULT_SPEED_KIMG)
-
-    augments: List[Dict[str, Any]] = []
-    c.real_transform_kwargs = None
-    c.controllers = []
-    if uses_ada:
-        from training.augment import presets as ada_presets  # pylint: disable=import-outside-toplevel
-        if augpipe not in ada_presets.ADA_PRESETS:
-            raise ConfigError('--augpipe', f'unknown pipeline {augpipe!r}; choose one of '
-                                           f'{", ".join(ada_presets.ADA_PRESETS)}')
-        augments.append(dnnlib.EasyDict(class_name=ADA_CLASS, **copy.deepcopy(ada_presets.ADA_PRESETS[augpipe])))
-        # Adaptive pipes start at p=0 (the buffer's initial value); a fixed shared p is
-        # given to the pipe as its starting p and, with no controller, stays there.
-        if aug == 'fixed' and not ada_own_p:
-            augments[-1]['p'] = float(p)
-    if diffaugment:
-        augments.append(dnnlib.EasyDict(class_name=DIFFAUG_CLASS, policy=diffaugment))
-    c.augment_kwargs = dnnlib.EasyDict(class_name=STAGE_CLASS, augments=augments) if augments else None
-
-    if aug in ('apa', 'fixed'):
-        c.real_transform_kwargs = dnnlib.EasyDict(class_name=APA_CLASS, p=float(p) if aug == 'fixed' else 0.0)
-    if aug == 'apa':
-        shared = [APA_MODULE] + ([ADA_MODULE] if with_dataaug and not ada_own_p else [])
-        c.controllers.append(_controller('apa', target, speed, shared))
-    if aug == 'ada':
-        c.controllers.append(_controller('ada', target, speed, [ADA_MODULE]))
-    if ada_own_p:
-        c.controllers.append(_controller('ada', DEFAULT_TARGET if ada_target is None else ada_target, speed,
-                                         [ADA_MODULE]))
-
-
-def parse_insgen_weights(value: Any) -> Optional[Tuple[float, float, float]]:
-    """`--insgen-weights`: 'REAL,FAKE,G' (or a sequence of 3 numbers) -> a tuple; None stays None."""
-    if value is None:
-        return None
-    parts = value.split(',') if isinstance(value, str) else list(value)
-    try:
-        weights = tuple(float(x) for x in parts)
-    except (TypeError, ValueError):
-        weights = ()
-    if len(weights) != 3 or not all(w >= 0 for w in weights):
-        raise ConfigError('--insgen-weights', f'expected three non-negative numbers REAL,FAKE,G (e.g. 1,1,0.1), '
-                                              f'got {value!r}')
-    return weights
-
-
-def _insgen_config(c: dnnlib.EasyDict, *, insgen: bool, rqs: Optional[int], fqs: Optional[int],
-                   temp: Optional[float], weights: Any, no_cl_on_g: bool, num_images: int, subset: Optional[int],
-                   mirror: bool, aug: str, p: Optional[float], with_dataaug: bool,
-                   augpipe: Optional[str]) -> Optional[dnnlib.EasyDict]:
-    """The InsGen head entry of `heads_kwargs`, or None without --insgen.
-
-    Queues default to 5% of the training images (after --subset, doubled by --mirror). The
-    positive view's ADA pipeline (the run's --augpipe, default bgc) joins the controller of
-    the run's ADA p when there is one, takes --p with --aug=fixed --with-dataaug, and is held
-    at 0.5 otherwise.
-    """
-    given = [flag for flag, v in [('--rqs', rqs), ('--fqs', fqs), ('--insgen-temp', temp),
-                                  ('--insgen-weights', weights), ('--no-cl-on-g', no_cl_on_g or None)]
-             if v is not None]
-    if not insgen:
-        if given:
-            raise ConfigError(given[0], 'only applies with --insgen=1')
-        return None
-    for flag, value in [('--rqs', rqs), ('--fqs', fqs)]:
-        if value is not None and value < 1:
-            raise ConfigError(flag, f'must be at least 1, got {value}')
-    if temp is not None and not temp > 0:
-        raise ConfigError('--insgen-temp', f'must be positive, got {temp}')
-    real_w, fake_w, g_w = parse_insgen_weights(weights) or INSGEN_DEFAULT_WEIGHTS
-    if no_cl_on_g:
-        g_w = 0.0
-    images = min(num_images, subset or num_images) * (2 if mirror else 1)
-    default_size = max(1, int(round(INSGEN_QUEUE_FRACTION * images)))
-
-    # Positive view's p: share the run's adaptive ADA p when a controller drives one.
-    aug_p = INSGEN_AUG_P
-    shared = False
-    for ctrl in c.controllers:
-        if ADA_MODULE in ctrl.modules:
-            ctrl.modules.append(INSGEN_MODULE)
-            shared = True
-    if not shared and aug == 'fixed' and with_dataaug:
-        aug_p = float(p)
-    return dnnlib.EasyDict(
-        class_name=INSGEN_CLASS, real_queue_size=int(rqs if rqs is not None else default_size),
-        fake_queue_size=int(fqs if fqs is not None else default_size),
-        temperature=float(temp if temp is not None else 0.2),
-        real_weight=real_w, fake_weight=fake_w, g_weight=g_w, augpipe=augpipe or DEFAULT_AUGPIPE,
-        aug_p=aug_p)
-
-
-def _cv_config(c: dnnlib.EasyDict, *, cv: Optional[str], loss: Optional[str], warmup: Optional[int],
-               aug: Optional[str], weights: Sequence[str], lr: float, from_pickle: bool) -> Optional[dnnlib.EasyDict]:
-    """The vision-aided head entry of `heads_kwargs`, or None without --cv.
-
-    --cv-aug=ada adds the branch's own adaptive controller (target 0.3, on the sign of the
-    heads' real logits) driving the head's own ADA pipe ('cv.aug.ada').
-    """
-    given = [flag for flag, v in [('--cv-loss', loss), ('--cv-warmup', warmup), ('--cv-aug', aug),
-                                  ('--cv-weights', tuple(weights or ()) or None)] if v is not None]
-    if cv is None:
-        if given:
-            raise ConfigError(given[0], 'only applies with --cv (the backbone list)')
-        return None
-    from training.heads import backbones, vision_aided  # pylint: disable=import-outside-toplevel
-    try:
-        names = backbones.parse_backbones(cv)
-    except (KeyError, ValueError) as e:
-        raise ConfigError('--cv', str(e.args[0] if e.args else e)) from e
-    loss = CV_DEFAULT_LOSS if loss is None else loss
-    if loss not in vision_aided.LOSS_NAMES:
-        raise ConfigError('--cv-loss', f'unknown loss {loss!r}; choose one of {", ".join(vision_aided.LOSS_NAMES)}')
-    warmup = CV_DEFAULT_WARMUP if warmup is None else warmup
-    if warmup < 0:
-        raise ConfigError('--cv-warmup', f'must be a non-negative number of images, got {warmup}')
-    aug = CV_DEFAULT_AUG if aug is None else aug
-    try:
-        vision_aided.augment_specs(aug)
-    except ValueError as e:
-        raise ConfigError('--cv-aug', str(e)) from e
-    try:
-        weight_files = backbones.parse_weights(weights)
-    except (KeyError, ValueError) as e:
-        raise ConfigError('--cv-weights', str(e.args[0] if e.args else e)) from e
-    extra = sorted(set(weight_files) - set(names))
-    if extra:
-        raise ConfigError('--cv-weights', f'names {", ".join(extra)}, which --cv={cv} does not list')
-    if aug == 'ada':
-        speed = RESUME_SPEED_KIMG if from_pickle else DEFAULT_SPEED_KIMG
-        ctrl = _controller('cv', vision_aided.ADA_TARGET, speed, [CV_MODULE])
-        ctrl.stat = vision_aided.SIGN_STAT
-        c.controllers.append(ctrl)
-    return dnnlib.EasyDict(class_name=CV_CLASS, backbones=names, loss=loss, warmup_nimg=int(warmup), aug=aug,
-                           weights=weight_files, lr=float(lr))
-
-
-def _method_desc(*, aug: str, p: Optional[float], target: Optional[float], with_dataaug: bool, ada_own_p: bool,
-                 ada_target: Optional[float], augpipe: Optional[str], diffaugment: Optional[str]) -> str:
-    desc = f'-{aug}'
-    if p is not None:
-        desc += f'-p{_g(p)}'
-    if target is not None:
-        desc += f'-target{_g(target)}'
-    if with_dataaug:
-        desc += '-dataaug'
-    if augpipe is not None:
-        desc += f'-{augpipe}'
-    if ada_own_p:
-        desc += '-adaownp'
-    if ada_target is not None:
-        desc += f'-adatarget{_g(ada_target)}'
-    if diffaugment:
-        desc += '-diffaug-' + '-'.join(x.strip() for x in diffaugment.split(',') if x.strip())
-    return desc
 
 
 def make_config(**options: Any) -> dnnlib.EasyDict:

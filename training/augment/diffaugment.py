@@ -134,3 +134,33 @@ class DiffAugment(torch.nn.Module):
         for op in self.ops:
             images = POLICY_OPS[op](images)
         return images
+
+
+# ---------------------------------------------------------------------------------------
+# The method: its option and its part of the config tree (see training/methods.py).
+
+TITLE = 'DiffAugment (--diffaugment)'
+DIFFAUG_CLASS = 'training.augment.diffaugment.DiffAugment'
+
+
+def _check_policy(policy: str) -> None:
+    DiffAugment(policy=policy)
+
+
+def _tag(policy: str) -> str:
+    return '-diffaug-' + '-'.join(x.strip() for x in policy.split(',') if x.strip())
+
+
+def _options():
+    from training.methods import Option  # pylint: disable=import-outside-toplevel
+    return [Option('--diffaugment', str, metavar='POLICY', tag=_tag, check=_check_policy,
+                   help='Add DiffAugment with this policy (e.g. color,translation,cutout) to every D input')]
+
+
+OPTIONS = _options()
+
+
+def configure(b, o) -> None:
+    """Appends DiffAugment to the augment stage (after ADA when both are on)."""
+    if o.diffaugment:
+        b.add_augment(dict(class_name=DIFFAUG_CLASS, policy=o.diffaugment))

@@ -402,3 +402,68 @@ def _copy_matching(src: torch.nn.Module, dst: torch.nn.Module, what: str, log: C
     if skipped:
         log(f'InsGen: {what} from the network pickle lacks or has other shapes for {len(skipped)} tensors '
             f'({", ".join(skipped[:4])}{", ..." if len(skipped) > 4 else ""}); those start fresh.')
+
+
+# ---------------------------------------------------------------------------------------
+# The method: its options and its part of the config tree (see training/methods.py).
+
+import click  # noqa: E402  (the declarations below are independent of the run-time parts above)
+
+from torch_utils import cli  # noqa: E402
+from training.methods import Option  # noqa: E402
+
+TITLE = 'InsGen (--insgen)'
+INSGEN_CLASS = 'training.heads.insgen.InsGen'
+INSGEN_MODULE = 'insgen.augment_pipe'       # Its pipeline, as a controller module path.
+DEFAULT_WEIGHTS = (1.0, 1.0, 0.1)           # real-instance, fake-instance (D step), diversity (G step).
+DEFAULT_TEMPERATURE = 0.2
+
+
+def parse_weights(value: Any) -> Optional[tuple]:
+    """`--insgen-weights`: 'REAL,FAKE,G' (or a sequence of 3 numbers) -> a tuple; None stays None."""
+    if value is None:
+        return None
+    parts = value.split(',') if isinstance(value, str) else list(value)
+    try:
+        weights = tuple(float(x) for x in parts)
+    except (TypeError, ValueError):
+        weights = ()
+    if len(weights) != 3 or not all(w >= 0 for w in weights):
+        raise ValueError(f'expected three non-negative numbers REAL,FAKE,G (e.g. 1,1,0.1), got {value!r}')
+    return weights
+
+
+OPTIONS = [
+    Option('--insgen', is_bool=True, tag='-insgen', help="Add InsGen's real- and fake-instance contrastive heads to D"),
+    Option('--rqs', click.IntRange(min=1), requires='insgen',
+           help='InsGen real-instance queue size  [default: 5% of the training images]'),
+    Option('--fqs', click.IntRange(min=1), requires='insgen',
+           help='InsGen fake-instance queue size  [default: 5% of the training images]'),
+    Option('--insgen-temp', cli.FiniteFloatRange(min=0, min_open=True), default=DEFAULT_TEMPERATURE,
+           requires='insgen', help='InfoNCE temperature'),
+    Option('--insgen-weights', str, metavar='REAL,FAKE,G', requires='insgen', check=parse_weights,
+           help='Loss weights of the real-instance, fake-instance and G diversity terms  [default: 1,1,0.1]'),
+    Option('--no-cl-on-g', is_bool=True, requires='insgen', help="Drop InsGen's diversity term from the G step"),
+]
+
+
+def configure(b, o) -> None:
+    """The InsGen loss term. Queues default to 5% of the training images; the positive
+    view's ADA pipe follows the run's adaptive ADA p when a controller drives one, takes the
+    fixed ADA p of --aug=fixed --with-dataaug, and is held at DEFAULT_AUG_P otherwise."""
+    if not o.insgen:
+        return
+    real_w, fake_w, g_w = parse_weights(o.insgen_weights) or DEFAULT_WEIGHTS
+    if o.no_cl_on_g:
+        g_w = 0.0
+    default_size = max(1, int(round(DEFAULT_QUEUE_FRACTION * b.facts.num_images)))
+    aug_p = DEFAULT_AUG_P
+    if not b.share_p('augment.ada', INSGEN_MODULE) and b.facts.get('ada_fixed_p') is not None:
+        aug_p = float(b.facts.ada_fixed_p)
+    from training.augment.modes import DEFAULT_AUGPIPE  # pylint: disable=import-outside-toplevel
+    b.add_loss_term(dict(
+        class_name=INSGEN_CLASS, real_queue_size=int(o.rqs if o.rqs is not None else default_size),
+        fake_queue_size=int(o.fqs if o.fqs is not None else default_size), temperature=float(o.insgen_temp),
+        real_weight=real_w, fake_weight=fake_w, g_weight=g_w, augpipe=o.augpipe or DEFAULT_AUGPIPE, aug_p=aug_p))
+
+

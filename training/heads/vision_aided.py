@@ -310,3 +310,73 @@ class VisionAidedHead(torch.nn.Module):
         return (f'backbones={"+".join(self.backbones)}, loss={self.loss_name}, '
                 f'warmup_nimg={self.warmup_nimg}, weight={self.weight:g}')
 
+
+
+# ---------------------------------------------------------------------------------------
+# The method: its options and its part of the config tree (see training/methods.py).
+
+import os  # noqa: E402
+
+import click  # noqa: E402
+
+from torch_utils import cli  # noqa: E402
+from training.methods import ConfigError, Option  # noqa: E402
+
+TITLE = 'Vision-aided discriminator (--cv)'
+CV_CLASS = 'training.heads.vision_aided.VisionAidedHead'
+CV_MODULE = 'cv.aug.ada'                  # The branch's own ADA pipe (controller path).
+DEFAULT_LOSS = 'multilevel_sigmoid_s'
+DEFAULT_WARMUP_KIMG = 500                 # kimg before the vision-aided loss switches on.
+DEFAULT_AUG = 'ada'
+
+
+def _check_backbones(value: str) -> None:
+    backbones_lib.parse_backbones(value)
+
+
+def _check_aug(value: str) -> None:
+    augment_specs(value)
+
+
+def _check_weight_files(items: Sequence[str]) -> None:
+    backbones_lib.parse_weights(items)
+    for item in items:
+        name, _, path = str(item).partition('=')
+        if path and path != 'random' and not os.path.isfile(path):
+            raise ValueError(f'{name}={path}: no such file')
+
+
+OPTIONS = [
+    Option('--cv', str, metavar='LIST', check=_check_backbones, tag=lambda v: '-cv-' + '-'.join(
+        backbones_lib.parse_backbones(v)),
+        help='Vision-aided discriminator on frozen backbones, e.g. clip or clip+dino '
+             f'({", ".join(backbones_lib.BACKBONES)})'),
+    Option('--cv-loss', click.Choice(LOSS_NAMES), default=DEFAULT_LOSS, requires='cv',
+           help='Loss of the vision-aided heads'),
+    Option('--cv-warmup', cli.FiniteFloatRange(min=0), metavar='KIMG', default=DEFAULT_WARMUP_KIMG, requires='cv',
+           help='kimg before the vision-aided loss switches on'),
+    Option('--cv-aug', str, metavar='ada|diffaug:POLICY', default=DEFAULT_AUG, requires='cv', check=_check_aug,
+           help="Augmentation of the branch's input: its own adaptive ADA, or a DiffAugment policy"),
+    Option('--cv-weights', str, metavar='NAME=PATH', multiple=True, requires='cv', check=_check_weight_files,
+           help='Local weight file for a backbone (NAME=random for untrained weights); repeatable'),
+]
+
+
+def configure(b, o) -> None:
+    """The vision-aided loss term; --cv-aug=ada adds the branch's own adaptive controller
+    (target 0.3, on the sign of the heads' real logits) driving its own ADA pipe."""
+    if o.cv is None:
+        return
+    names = backbones_lib.parse_backbones(o.cv)
+    weight_files = backbones_lib.parse_weights(o.cv_weights)
+    extra = sorted(set(weight_files) - set(names))
+    if extra:
+        raise ConfigError('--cv-weights', f'names {", ".join(extra)}, which --cv={o.cv} does not list')
+    if o.cv_aug == 'ada':
+        from training.augment import modes  # pylint: disable=import-outside-toplevel
+        speed = modes.RESUME_SPEED_KIMG if b.facts.from_pickle else modes.DEFAULT_SPEED_KIMG
+        b.add_controller(dict(class_name=modes.CONTROLLER_CLASS, target=ADA_TARGET, interval=modes.ADAPT_INTERVAL,
+                              speed_kimg=float(speed), name='cv', stat=SIGN_STAT), [CV_MODULE])
+    b.add_loss_term(dict(class_name=CV_CLASS, backbones=names, loss=o.cv_loss,
+                         warmup_nimg=int(round(o.cv_warmup * 1000)), aug=o.cv_aug, weights=weight_files,
+                         lr=float(b.facts.lr_d)))
