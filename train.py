@@ -654,8 +654,8 @@ def _print_summary(c: dnnlib.EasyDict, info: dnnlib.EasyDict, run_dir: str) -> N
     for head in c.get('heads_kwargs') or []:
         names.append(head['class_name'].rsplit('.', 1)[-1])
     for ctrl in c.get('controllers') or []:
-        if ctrl['class_name'].endswith('LinearP'):
-            names.append(f'linear p schedule ({ctrl["name"]})')
+        if ctrl['class_name'] != presets.CONTROLLER_CLASS:   # Another rule than the adaptive one.
+            names.append(f'{ctrl["class_name"].rsplit(".", 1)[-1]} ({ctrl["name"]} p)')
     lines = [
         ('Output directory', run_dir),
         ('Training data', ts.path),

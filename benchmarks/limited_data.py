@@ -48,6 +48,7 @@ sys.path.insert(0, ROOT)
 
 DIFFAUG_POLICY = 'color,translation,cutout'
 # Method name -> train.py options. Everything else comes from the shared options below.
+LECAM_WEIGHT = 0.01   # Our loss is a batch mean; see docs/limited_data.md for the choice.
 METHODS: Dict[str, List[str]] = {
     'noaug': ['--aug=noaug'],
     'apa': ['--aug=apa'],
@@ -57,6 +58,9 @@ METHODS: Dict[str, List[str]] = {
     'ada+insgen': ['--aug=ada', '--insgen=1'],
     'insgen': ['--aug=noaug', '--insgen=1'],
     'apa+ada+diffaug': ['--aug=apa', '--with-dataaug=1', f'--diffaugment={DIFFAUG_POLICY}'],
+    'lecam': ['--aug=noaug', f'--lecam={LECAM_WEIGHT:g}'],
+    'ada+lecam': ['--aug=ada', f'--lecam={LECAM_WEIGHT:g}'],
+    'ada-linear': ['--aug=ada', '--ada-linear=1'],
 }
 DEFAULT_METHODS = 'noaug,apa,ada,diffaug,apa+ada,ada+insgen'
 # The digits configuration: 16x16 (the digits are 8x8 at source) and a narrow network, so

@@ -468,3 +468,40 @@ def test_two_tick_run_on_cuda(tmp_path, dataset_zip):
     assert state['components']['real_transform/apa']['fakes'].shape == (8, 1, 16, 16)
     assert 'gpumem' in (tmp_path / 'run' / 'log.txt').read_text()
     netfile.load_network_pickle(str(tmp_path / 'run' / 'network-snapshot-000000.pkl'))
+
+
+LECAM = dict(class_name='training.heads.lecam.LeCam', weight=0.1)
+
+
+def test_resume_is_strict_about_parts_and_reads_older_states(tmp_path, dataset_zip):
+    def config(run_dir, **kw):
+        return with_apa_ada(tiny_config(run_dir, dataset_zip, **kw))
+
+    tl.training_loop(**config(tmp_path / 'full', total_kimg=0.064))
+    training_stats._reset()
+    tl.training_loop(**config(tmp_path / 'first', total_kimg=0.032))
+    first = training_state.load_training_state(str(tmp_path / 'first'))
+
+    # A part the state lacks is an error naming it, unless the run allows new parts.
+    training_stats._reset()
+    with pytest.raises(training_state.TrainingStateError, match='loss_term/lecam'):
+        tl.training_loop(**config(tmp_path / 'x', total_kimg=0.064, resume_state=str(tmp_path / 'first'),
+                                  heads_kwargs=[LECAM]))
+    training_stats._reset()
+    tl.training_loop(**config(tmp_path / 'added', total_kimg=0.064, resume_state=str(tmp_path / 'first'),
+                              heads_kwargs=[LECAM], resume_allow_new=True))
+    assert _final_state(tmp_path / 'added')['components']['loss_term/lecam']['updates'] == 4
+
+    # A state in the layout written before the component table: separate augment_pipe,
+    # real_transform and controllers entries, APA's fakes in the loss state.
+    legacy = {k: v for k, v in first.items() if k not in ('components', 'path')}
+    comps = first['components']
+    legacy['modules'] = dict(first['modules'], augment_pipe=comps['augment/augment_pipe'],
+                             real_transform={'p': comps['real_transform/apa']['p']}, heads={})
+    legacy['loss'] = dict(first['loss'], latest_fakes=comps['real_transform/apa']['fakes'])
+    legacy['controllers'] = [comps['controller/apa']]
+    os.makedirs(tmp_path / 'legacy')
+    training_state.save_training_state(str(tmp_path / 'legacy'), legacy, 32)
+    training_stats._reset()
+    tl.training_loop(**config(tmp_path / 'from_legacy', total_kimg=0.064, resume_state=str(tmp_path / 'legacy')))
+    assert_same(_final_state(tmp_path / 'full'), _final_state(tmp_path / 'from_legacy'))
