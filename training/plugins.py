@@ -60,15 +60,15 @@ class Plugin:
         """After every step's optimizer and EMA updates, on every rank (collectives allowed)."""
 
     def get_state(self, ctx: StateContext) -> Any:
-        """What exact resume needs (collective). Default: a module's state_dict, else None."""
-        if isinstance(self, torch.nn.Module):
-            return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        return None
+        """What exact resume needs (collective). Default: `state_dict()` if the part has one."""
+        fn = getattr(self, 'state_dict', None)
+        return fn() if callable(fn) else None
 
     def set_state(self, state: Any, ctx: StateContext) -> None:
-        """Restores what `get_state` returned."""
-        if isinstance(self, torch.nn.Module) and state is not None:
-            self.load_state_dict(state)
+        """Restores what `get_state` returned. Default: `load_state_dict(state)`."""
+        fn = getattr(self, 'load_state_dict', None)
+        if callable(fn) and state is not None:
+            fn(state)
 
     def trainable_modules(self) -> Dict[str, torch.nn.Module]:
         """{key: module} trained in D's main phase, each with its own optimizer."""
@@ -129,12 +129,6 @@ class Controller(Plugin):
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         del state
-
-    def get_state(self, ctx: StateContext) -> Any:
-        return self.state_dict()
-
-    def set_state(self, state: Any, ctx: StateContext) -> None:
-        self.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------------

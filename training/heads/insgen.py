@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 import dnnlib
 from torch_utils import distributed, misc, netfile, training_stats
+from training import plugins
 
 DEFAULT_QUEUE_FRACTION = 0.05   # Default queue size: 5% of the training images.
 DEFAULT_AUG_P = 0.5             # p of the positive view's pipeline when no controller drives it.
@@ -198,7 +199,7 @@ def gather_in_slot_order(pending: Dict[int, torch.Tensor], device: torch.device)
 # ---------------------------------------------------------------------------------------
 # The head the training loop drives.
 
-class InsGen:
+class InsGen(plugins.LossTerm):
     """InsGen's loss terms, D_ema and queues behind the extra-head protocol of training.loss.
 
     Built by the training loop as `InsGen(**kwargs, device=..., G=G, D=D, training_set=...)`.

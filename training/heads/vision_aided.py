@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import misc, netfile, training_stats
+from training import plugins
 from training.augment.stage import AugmentStage
 from training.heads import backbones as backbones_lib
 
@@ -192,7 +193,7 @@ def augment_specs(aug: str) -> List[Dict[str, Any]]:
 # ---------------------------------------------------------------------------------------
 # The head the training loop uses.
 
-class VisionAidedHead(torch.nn.Module):
+class VisionAidedHead(torch.nn.Module, plugins.LossTerm):
     """Extra discriminator head with frozen backbones (see the module docstring).
 
     Args:
@@ -233,11 +234,11 @@ class VisionAidedHead(torch.nn.Module):
         if device is not None:
             self.to(device)
 
-    def _apply(self, fn, *args, **kwargs):
-        # .to() / .cuda() / .cpu() move the backbones too.
-        super()._apply(fn, *args, **kwargs)
+    def to(self, *args, **kwargs):
+        """Moves the heads and the backbones (which are not submodules, see the module docstring)."""
+        super().to(*args, **kwargs)
         for backbone in getattr(self, 'backbones', {}).values():
-            backbone._apply(fn, *args, **kwargs)  # pylint: disable=protected-access
+            backbone.to(*args, **kwargs)
         return self
 
     # Protocol of the training loop.
