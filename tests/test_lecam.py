@@ -135,3 +135,11 @@ def test_resume_continues_the_anchors_exactly(tmp_path, dataset):
     assert full['components']['loss_term/lecam']['updates'] == 8
     for name, value in full['modules']['D'].items():
         assert torch.equal(value, resumed['modules']['D'][name]), name
+
+
+def test_two_parts_of_one_kind_with_one_name_are_refused():
+    from training import components  # pylint: disable=import-outside-toplevel
+    import dnnlib  # pylint: disable=import-outside-toplevel
+    c = dnnlib.EasyDict(heads_kwargs=[dict(class_name='training.heads.lecam.LeCam', weight=1.0)] * 2)
+    with pytest.raises(ValueError, match="two loss_term parts are named 'lecam'"):
+        components.build_parts(c, torch.device('cpu'), None, None, None)

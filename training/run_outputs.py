@@ -16,6 +16,11 @@ import dnnlib
 from torch_utils import training_stats
 from training import training_state
 
+try:
+    import psutil
+except ImportError:  # Memory is then read from resource.getrusage.
+    psutil = None
+
 
 class _Tee:
     """Writes everything printed to the console and to log.txt."""
@@ -138,6 +143,31 @@ def take_tag(taken: set, cur_nimg: int) -> str:
     tag = training_state.snapshot_tag(cur_nimg, taken)
     taken.add(tag)
     return tag
+
+
+def report_tick(log, dev: torch.device, *, cur_tick: int, cur_nimg: int, tick_start_nimg: int,
+                tick_start_time: float, tick_end_time: float, start_time: float, maintenance_time: float,
+                p_values) -> None:
+    """The progress line of a tick (log.txt and the console) and its statistics."""
+    for label, value in p_values:
+        training_stats.report0(f'Augment/{label}/p', value)
+    cpu_mem = (psutil.Process(os.getpid()).memory_info().rss if psutil is not None else maxrss()) / 2 ** 30
+    gpu_mem = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == 'cuda' else 0.0
+    sec_per_tick = tick_end_time - tick_start_time
+    sec_per_kimg = sec_per_tick / max(cur_nimg - tick_start_nimg, 1) * 1000
+    fields = [
+        f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}",
+        f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1000):<8.3f}",
+        f"time {dnnlib.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}",
+        f"sec/tick {training_stats.report0('Timing/sec_per_tick', sec_per_tick):<7.1f}",
+        f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', sec_per_kimg):<7.2f}",
+        f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}",
+        f"cpumem {training_stats.report0('Resources/cpu_mem_gb', cpu_mem):<6.2f}",
+        f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem):<6.2f}",
+    ] + [f'{label}_p {value:.4f}' for label, value in p_values]
+    log('  '.join(fields).rstrip())
+    if dev.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(dev)
 
 
 def maxrss() -> float:

@@ -31,12 +31,6 @@ from training.phases import check_params_finite as _check_params_finite  # noqa:
 from training.phases import step_phase as _step_phase  # noqa: F401
 from training.run_outputs import save_image_grid  # noqa: F401
 
-try:
-    import psutil
-except ImportError:  # Memory is then read from resource.getrusage.
-    psutil = None
-
-
 def _world(num_gpus: int) -> bool:
     """True when gradients and statistics must be reduced over ranks."""
     if num_gpus <= 1:
@@ -279,28 +273,11 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         tick_end_time = time.time()
         cur_tick += 1
         _check_params_finite(named_nets, batch_idx, cur_nimg)
-        p_values = [(label, float(m.p)) for label, m in p_modules(dict(augment=parts.augment_pipe,
-                                                                       real_transform=parts.real_transform))]
-        for label, value in p_values:
-            training_stats.report0(f'Augment/{label}/p', value)
-        cpu_mem = (psutil.Process(os.getpid()).memory_info().rss if psutil is not None
-                   else run_outputs.maxrss()) / 2 ** 30
-        gpu_mem = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == 'cuda' else 0.0
-        sec_per_tick = tick_end_time - tick_start_time
-        sec_per_kimg = sec_per_tick / max(cur_nimg - tick_start_nimg, 1) * 1000
-        fields = [
-            f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}",
-            f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1000):<8.3f}",
-            f"time {dnnlib.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}",
-            f"sec/tick {training_stats.report0('Timing/sec_per_tick', sec_per_tick):<7.1f}",
-            f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', sec_per_kimg):<7.2f}",
-            f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}",
-            f"cpumem {training_stats.report0('Resources/cpu_mem_gb', cpu_mem):<6.2f}",
-            f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem):<6.2f}",
-        ] + [f'{label}_p {value:.4f}' for label, value in p_values]
-        log('  '.join(fields).rstrip())
-        if dev.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats(dev)
+        run_outputs.report_tick(log, dev, cur_tick=cur_tick, cur_nimg=cur_nimg, tick_start_nimg=tick_start_nimg,
+                                tick_start_time=tick_start_time, tick_end_time=tick_end_time, start_time=start_time,
+                                maintenance_time=maintenance_time,
+                                p_values=[(label, float(m.p)) for label, m in p_modules(dict(
+                                    augment=parts.augment_pipe, real_transform=parts.real_transform))])
 
         # Sample grid with the fixed latents.
         if rank == 0 and c.image_snapshot_ticks is not None and (done or cur_tick % c.image_snapshot_ticks == 0):
