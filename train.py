@@ -466,8 +466,13 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
 @click.command(cls=MethodGroupedCommand, context_settings=dict(max_content_width=120))
 # Required.
 @click.option('--outdir', metavar='DIR', required=True, help='Where to make the run directory')
-@click.option('--data', metavar='ZIP|DIR|demo', required=True,
-              help='Training data: a dataset zip, a folder of images, or "demo" (built in, no download)')
+@click.option('--data', metavar='ZIP|DIR|demo', default=None,
+              help='Training data: a dataset zip, a folder of images, or "demo" (built in, no download)  '
+                   '[required unless --rerun]')
+@click.option('--desc', metavar='TEXT', default=None, help='Extra text at the end of the run-directory name')
+@click.option('--rerun', metavar='JSON', default=None,
+              help="Train again with the config tree of an earlier run's training_options.json (a new run "
+                   "directory; only --outdir, --desc and --dry-run may be given with it)")
 @click.option('--gpus', type=click.IntRange(min=1, max=1024), default=None,
               help='Number of processes: GPUs, or CPU processes without GPUs  [default: 1; WORLD_SIZE under torchrun]')
 # Base configuration.
@@ -496,6 +501,8 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
               help='Replacement feature network for the metrics (TorchScript or network file, or "digits" for '
                    'the shipped digits detector: a domain FID on the demo data); ROLE is inception or vgg16. '
                    'Repeatable')
+@click.option('--detector-dir', metavar='DIR', default=None,
+              help='Folder holding the official detector files (checked before the cache and the download)')
 @method_options
 # Resume and transfer learning.
 @click.option('--resume', metavar='PKL|DIR|PT', default=None,
@@ -522,7 +529,9 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
 @click.option('--fp32', **_BOOL, help='Disable mixed precision (always off on CPUs)')
 @click.option('--nhwc', **_BOOL, help='Channels-last memory layout in the float16 layers')
 @click.option('--allow-tf32', **_BOOL, help='Allow TF32 matrix multiplies and convolutions on Ampere and later')
-@click.option('--nobench', **_BOOL, help='Disable the cuDNN benchmark mode')
+@click.option('--cudnn-benchmark', type=bool, default=True, show_default=True, metavar='BOOL',
+              help='cuDNN benchmark mode (picks the fastest convolution algorithms)')
+@click.option('--nobench', **_BOOL, hidden=True, help='The established spelling of --cudnn-benchmark=0')
 @click.option('--workers', type=click.IntRange(min=0, max=256), default=None,
               help='DataLoader worker processes (0 = load in the training process)  [default: 3; cpu: 0]')
 @click.option('--dry-run', is_flag=True, help='Print the config tree and exit')
@@ -541,6 +550,17 @@ def main(**opts):
     opts = dnnlib.EasyDict(opts)
     outdir = opts.pop('outdir')
     dry_run = opts.pop('dry_run')
+    extra_desc = opts.pop('desc')
+    if extra_desc is not None and not re.fullmatch(r'[A-Za-z0-9_.+=-]+', extra_desc):
+        raise click.BadParameter(f'{extra_desc!r}: use letters, digits and _ . + = - only (it becomes part of a '
+                                 f'directory name)', param_hint='--desc')
+    rerun = opts.pop('rerun')
+    if rerun is not None:
+        return _rerun(rerun, opts, outdir, extra_desc, dry_run)
+    if opts.data is None:
+        raise click.UsageError('Missing option --data (or give --rerun with a training_options.json).')
+    opts.nobench = opts.nobench or not opts.pop('cudnn_benchmark')
+    detector_dir = opts.pop('detector_dir')
 
     # Processes and devices: torchrun's variables win over --gpus.
     try:
@@ -596,6 +616,9 @@ def main(**opts):
     except presets.ConfigError as e:
         raise click.BadParameter(e.message, param_hint=e.flag) from e
     c.metric_detector = metric_detector
+    c.metric_detector_dir = detector_dir
+    if extra_desc:
+        desc += f'-{extra_desc}'
     rank0 = env is None or env.rank == 0
     if resume_pkl is not None:
         resume_notes += check_resume_pkl(resume_pkl, c, info, allow_partial)
@@ -614,6 +637,11 @@ def main(**opts):
             click.echo('Dry run; exiting.')
         return
 
+    # Every detector the metrics need is found (or downloaded) now, not at the first
+    # snapshot; under torchrun rank 0 fetches it and the others find it in the cache later.
+    if rank0:
+        check_metric_detectors(c.metrics, metric_detector, detector_dir)
+
     if env is not None:
         distributed.run_worker(_torchrun_fn, env.rank, env.world_size, device_type, local_rank=env.local_rank,
                                master_addr=env.master_addr, master_port=env.master_port, args=(c, outdir, desc))
@@ -626,6 +654,62 @@ def main(**opts):
         # The worker printed its one line (and rank 0 wrote it to log.txt).
         raise click.ClickException(f'training stopped: process {e.error_index} exited with code {e.exit_code}; '
                                    f'see its message above and {os.path.join(run_dir, "log.txt")}') from None
+
+
+def check_metric_detectors(metric_names, spec: Optional[Dict[str, str]], detector_dir: Optional[str]) -> None:
+    """Finds or downloads the official detector of every role the metrics use that --detector
+    does not replace; a missing one is a --metrics error saying where to put the file."""
+    if not metric_names:
+        return
+    from metrics import detectors, metric_main  # pylint: disable=import-outside-toplevel
+    roles = sorted({role for name in metric_names for role in metric_main.detector_roles(name)})
+    for role in roles:
+        if spec is not None and spec.get(role):
+            continue
+        try:
+            detectors.ensure_official_detector(role, detector_dir)
+        except detectors.DetectorNotFoundError as e:
+            raise click.BadParameter(f'{e}\n  (or train without these metrics: --metrics=none)',
+                                     param_hint='--metrics') from None
+
+
+def _rerun(path: str, opts: Dict[str, Any], outdir: str, extra_desc: Optional[str], dry_run: bool) -> None:
+    """Trains with the config tree of an earlier run's training_options.json in a new run directory."""
+    defaults = {p.name: p.default for p in main.params}
+    given = sorted(k for k, v in opts.items() if v not in (defaults.get(k), None, ()) and k in defaults)
+    if given:
+        raise click.BadParameter(f'--rerun repeats a run as it was; drop --{given[0].replace("_", "-")} (edit a '
+                                 f'copy of the JSON file to change a setting)', param_hint='--rerun')
+    try:
+        with open(path, encoding='utf-8') as f:
+            tree = json.load(f)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(f'cannot read {path}: {e}', param_hint='--rerun') from None
+    needed = ('training_set_kwargs', 'G_kwargs', 'D_kwargs', 'num_gpus', 'batch_size', 'total_kimg')
+    missing = [k for k in needed if not isinstance(tree, dict) or k not in tree]
+    if missing:
+        raise click.BadParameter(f'{path} is not a training_options.json (it lacks {", ".join(missing)})',
+                                 param_hint='--rerun')
+    c = dnnlib.EasyDict(tree)
+    old_dir = os.path.basename(os.path.dirname(os.path.abspath(path))) if c.get('run_dir') is None else \
+        os.path.basename(os.path.normpath(c.run_dir))
+    desc = re.sub(r'^\d+-', '', old_dir) or 'rerun'
+    desc += '-rerun' + (f'-{extra_desc}' if extra_desc else '')
+    c.pop('run_dir', None)
+    device_type = c.get('device', 'cpu')
+    try:
+        distributed.check_world(device_type, int(c.num_gpus), None)
+    except distributed.DistributedError as e:
+        raise click.BadParameter(f'{path}: {e}', param_hint='--rerun') from e
+    if dry_run:
+        c.run_dir = next_run_dir(outdir, desc)
+        click.echo(json.dumps(presets.to_plain(c), indent=2))
+        click.echo('Dry run; exiting.')
+        return
+    check_metric_detectors(c.get('metrics') or [], c.get('metric_detector'), c.get('metric_detector_dir'))
+    run_dir = make_run_dir(outdir, desc, c)
+    click.echo(f'Rerunning {path} in {run_dir}')
+    distributed.launch(subprocess_fn, c.num_gpus, device_type, args=(dict(c),))
 
 
 def _check_detector(values) -> Optional[Dict[str, str]]:

@@ -218,17 +218,41 @@ def load_official_detector(role: str, device: torch.device = torch.device('cpu')
         with dnnlib.open_url(url) as f:
             data = f.read()
     except Exception as e:  # pylint: disable=broad-except
-        places = [os.path.join(local_detector_dir(), filename)]
-        if detector_dir:
-            places.insert(0, os.path.join(detector_dir, filename))
-        raise DetectorNotFoundError(
-            f'The {role} feature detector "{filename}" is needed but could not be loaded.\n'
-            f'  Download failed: {e}\n'
-            f'  Fetch it on a machine with internet access from\n    {url}\n'
-            f'  and put it at\n    ' + '\n    '.join(places) + '\n'
-            f'  or in a folder given with --detector-dir or ${DETECTOR_DIR_ENV}.') from e
+        raise DetectorNotFoundError(_not_found_message(role, detector_dir, e)) from e
     module = _jit_load(io.BytesIO(data), device)
     return Detector(module, name=name, identity=filename)
+
+
+def _not_found_message(role: str, detector_dir: Optional[str], error: BaseException) -> str:
+    filename = OFFICIAL_DETECTORS[role]
+    places = [os.path.join(local_detector_dir(), filename)]
+    if detector_dir:
+        places.insert(0, os.path.join(detector_dir, filename))
+    return (f'The {role} feature detector "{filename}" is needed but could not be loaded.\n'
+            f'  Download failed: {error}\n'
+            f'  Fetch it on a machine with internet access from\n    {official_detector_url(role)}\n'
+            f'  and put it at\n    ' + '\n    '.join(places) + '\n'
+            f'  or in a folder given with --detector-dir or ${DETECTOR_DIR_ENV}.')
+
+
+def ensure_official_detector(role: str, detector_dir: Optional[str] = None) -> str:
+    """The path of the official detector file of a role, downloaded now if it is not on disk.
+
+    Training calls this at start for every metric it will compute, so a missing detector
+    fails before the first step rather than at the first snapshot hours later.
+
+    Raises:
+        DetectorNotFoundError: neither on disk nor downloadable (the message says where to put it).
+    """
+    if role not in OFFICIAL_DETECTORS:
+        raise ValueError(f'Unknown detector role "{role}"; expected one of {sorted(OFFICIAL_DETECTORS)}.')
+    path = _find_official_file(role, detector_dir)
+    if path is not None:
+        return path
+    try:
+        return dnnlib.open_url(official_detector_url(role), return_filename=True, num_attempts=2)
+    except Exception as e:  # pylint: disable=broad-except
+        raise DetectorNotFoundError(_not_found_message(role, detector_dir, e)) from e
 
 
 # Loaded detectors, shared by all metrics of a process: (role, spec key, device) -> Detector.

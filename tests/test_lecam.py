@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train_helpers import TINY, newest_run_dir, run_ok, write_blobs
+from train_helpers import TINY, newest_run_dir, run_ok, write_blobs
 from torch_utils import training_stats
 from training import plugins, presets, training_state
 from training.heads.lecam import LeCam

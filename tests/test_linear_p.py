@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tests.train_helpers import TINY, newest_run_dir, run_ok, write_blobs
+from train_helpers import TINY, newest_run_dir, run_ok, write_blobs
 from torch_utils import training_stats
 from training import presets, training_state
 from training.augment.apa import PseudoAugment

@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tests.train_helpers import TINY, newest_run_dir, write_blobs
+from train_helpers import TINY, newest_run_dir, write_blobs
 from torch_utils import training_stats
 from training import methods, presets
 

@@ -184,7 +184,8 @@ def run_metrics(c, G_ema: torch.nn.Module, snapshot_pkl: str, rank: int, dev: to
     for metric in c.metrics:
         result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=dataset_kwargs,
                                          num_gpus=c.num_gpus, rank=rank, device=dev,
-                                         detector=c.get('metric_detector'))
+                                         detector=c.get('metric_detector'),
+                                         detector_dir=c.get('metric_detector_dir'))
         if rank == 0:
             metric_main.report_metric(result, run_dir=c.run_dir, snapshot_pkl=snapshot_pkl)
         for name, value in result['results'].items():

@@ -73,6 +73,7 @@ def training_loop(
     network_snapshot_ticks: Optional[int] = 50,  # Network pickle + state every this many ticks.
     metrics: Sequence[str] = (),              # Metrics at each network snapshot.
     metric_detector: Any = None,              # Replacement detector(s) for the metrics (see metrics.detectors).
+    metric_detector_dir: Optional[str] = None,  # Folder with the official detector files.
     resume_pkl: Optional[str] = None,         # Network pickle to start from (weights and p).
     resume_kimg: float = 0,                   # Image count to assume with resume_pkl.
     resume_state: Optional[str] = None,       # Training state (file or run dir) to continue exactly.
