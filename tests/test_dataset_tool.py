@@ -467,3 +467,19 @@ def test_cli_converts_and_reports_errors(tmp_path):
     assert result.exit_code == 1 and 'already exists' in result.output
     result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', 'x.zip', '--resolution', '16by16'])
     assert result.exit_code == 2 and 'WxH' in result.output
+
+
+@pytest.mark.parametrize('flags', [['--overwrite'], ['--overwrite=1'], ['--overwrite', 'true'], ['--overwrite=yes']])
+def test_cli_bool_spellings(tmp_path, flags):
+    """Booleans follow torch_utils.cli: bare flag or =1/true/yes; the older --no-progress works."""
+    src, _ = _folder(tmp_path, n=2)
+    dest = str(tmp_path / 'o.zip')
+    runner = CliRunner()
+    assert runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--progress=0']).exit_code == 0
+    result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--no-progress', *flags])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--overwrite=0',
+                                               '--skip-bad=1', '--progress=false'])
+    assert result.exit_code == 1 and 'already exists' in result.output
+    result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--overwrite=maybe'])
+    assert result.exit_code == 2 and '--overwrite' in result.output
