@@ -385,13 +385,20 @@ def open_source(source: str) -> Source:
 
     Args:
         source: A folder, a zip, cifar-10-python.tar.gz, MNIST idx files (folder or
-            images file), an LMDB folder, or 'demo'.
+            images file), an LMDB folder, 'demo', a named dataset of
+            training.named_datasets (e.g. '100-shot-obama') or the URL of a zip.
 
     Returns:
         The opened source.
     """
     if source == 'demo' and not os.path.exists(source):
         return DemoSource()
+    # Named datasets (e.g. 100-shot-obama) and URLs: fetched once into the cache.
+    from training import named_datasets  # pylint: disable=import-outside-toplevel
+    try:
+        source = named_datasets.resolve_data_source(source, '--source')
+    except named_datasets.DatasetFetchError as e:
+        raise DatasetToolError(str(e)) from None
     if not os.path.exists(source):
         raise DatasetToolError(f'--source {source}: no such file or folder (or give "demo" for the built-in dataset)')
     if os.path.isdir(source):
@@ -690,7 +697,9 @@ def _parse_resolution(ctx, param, value):  # pylint: disable=unused-argument
 @click.option('--source', required=True, metavar='PATH',
               help='Input: a folder of images (recursive; png, jpg, jpeg, webp, bmp; labels from its '
                    'dataset.json), a .zip of images, cifar-10-python.tar.gz, an MNIST folder or '
-                   'train-images-idx3-ubyte[.gz] file, an LSUN LMDB folder (needs lmdb), or "demo".')
+                   'train-images-idx3-ubyte[.gz] file, an LSUN LMDB folder (needs lmdb), "demo", a named '
+                   'dataset (100-shot-obama, 100-shot-grumpy_cat, 100-shot-panda, AnimalFace-cat, ...) or '
+                   'the http(s) URL of a zip; named and URL datasets are fetched once into the cache.')
 @click.option('--dest', required=True, metavar='PATH',
               help='Output: a .zip path (uncompressed PNGs + dataset.json) or a folder path.')
 @click.option('--max-images', type=click.IntRange(min=1), metavar='N',
