@@ -130,10 +130,10 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
 @click.option('--batch', type=click.IntRange(min=1), default=64, show_default=True,
               help='Images per detector call.')
 @click.option('--cache', **dict(cli.BOOL, default=True), help='Reuse dataset statistics cached on disk.')
-@click.option('--no-cache', 'no_cache', is_flag=True, hidden=True)   # Older spelling of --cache=0.
+@click.option('--no-cache', 'no_cache', is_flag=True, hidden=True, help='Older spelling of --cache=0.')
 @click.option('--jsonl', **dict(cli.BOOL, default=True),
               help='Append results to metric-<name>.jsonl beside a local network file.')
-@click.option('--no-jsonl', 'no_jsonl', is_flag=True, hidden=True)   # Older spelling of --jsonl=0.
+@click.option('--no-jsonl', 'no_jsonl', is_flag=True, hidden=True, help='Older spelling of --jsonl=0.')
 @click.option('--verbose', **dict(cli.BOOL, default=True), help='Print progress.')
 def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detector_values, detector_dir,
          seed, batch, cache, no_cache, jsonl, no_jsonl, verbose):

@@ -726,7 +726,7 @@ def _parse_resolution(ctx, param, value):  # pylint: disable=unused-argument
 @click.option('--overwrite', **cli.BOOL, help='Replace --dest if it exists (atomically).')
 @click.option('--progress', **dict(cli.BOOL, default=None, show_default=False),
               help='Show a progress bar  [default: only on a terminal]')
-@click.option('--no-progress', 'no_progress', is_flag=True, hidden=True)   # Older spelling of --progress=0.
+@click.option('--no-progress', 'no_progress', is_flag=True, hidden=True, help='Older spelling of --progress=0.')
 def main(source, dest, max_images, subset, seed, transform, resolution, width, height, channels,
          skip_bad, overwrite, progress, no_progress):
     """Make a training dataset: a zip (or folder) of uncompressed PNGs with dataset.json labels.
