@@ -584,3 +584,14 @@ def test_generate_reads_a_tf_pickle_directly(tmp_path):
     ref = G(z.float(), torch.zeros(1, 0), noise_mode='const')
     ref = (ref * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
     assert np.abs(img.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_cyclic_components_are_refused(tmp_path):
+    with _tf_classes() as Network:
+        nets, _ = _tf_nets(Network)
+        nets[0]._state['components']['synthesis']._state['components'] = {'loop': nets[0]}
+        blob = pickle.dumps(nets, protocol=3)
+    with pytest.raises(UnsafeNetworkFileError, match='nested more than 8 levels'):
+        load_network_pickle(io.BytesIO(blob), keys=['G'])
+    # The other entries of the same file still load.
+    assert set(load_network_pickle(io.BytesIO(blob), keys=['D', 'G_ema'])) == {'D', 'G_ema'}
