@@ -76,7 +76,8 @@ def parse_metric_list(value: str) -> List[str]:
     return names
 
 
-def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mirror: Optional[bool]) -> dnnlib.EasyDict:
+def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mirror: Optional[bool],
+                       verbose: bool = True) -> dnnlib.EasyDict:
     """Dataset options of the metrics: --metricdata, else the training set recorded in the file.
 
     When falling back to the training set, a `max_size` subset limit is dropped: limited-data
@@ -84,14 +85,15 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
     """
     from training import dataset as dataset_module  # pylint: disable=import-outside-toplevel
     if metricdata is not None:
+        from training import named_datasets  # pylint: disable=import-outside-toplevel
         try:
-            path = dataset_module.resolve_data_path(metricdata)
+            path = dataset_module.resolve_data_path(named_datasets.resolve_data_source(metricdata, '--metricdata'))
         except ValueError as e:
             raise click.BadParameter(str(e).replace('--data', '--metricdata'), param_hint='--metricdata')
         kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=path)
     elif network.get('training_set_kwargs'):
         kwargs = dnnlib.EasyDict(network['training_set_kwargs'])
-        if kwargs.get('max_size') is not None:
+        if kwargs.get('max_size') is not None and verbose:
             print(f'Note: the network was trained on a subset of {kwargs.max_size} images; '
                   f'the metrics use the whole dataset at {kwargs.get("path")}.')
         kwargs.max_size = None
@@ -111,8 +113,9 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
 @click.option('--metrics', 'metrics_list', metavar='LIST', default='fid50k_full', show_default=True,
               help='Comma-separated metric names: ' + ', '.join(metric_main.list_valid_metrics()) +
               ' (other sample counts work too, e.g. fid2k_full).')
-@click.option('--metricdata', metavar='ZIP|DIR|demo',
-              help='Dataset the metrics compare against  [default: the training set in the network file]')
+@click.option('--metricdata', metavar='ZIP|DIR|NAME|URL',
+              help='Dataset the metrics compare against: a zip, a folder, demo, a named dataset such as '
+              '100-shot-obama or the URL of a zip  [default: the training set in the network file]')
 @click.option('--mirror', **dict(cli.BOOL, default=None, show_default=False),
               help='Add x-flipped dataset images  [default: as in training]')
 @click.option('--gpus', 'num_gpus', type=click.IntRange(min=1), default=None,
@@ -184,7 +187,7 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
         print(f'Loading network from "{network_pkl}"...')
     network, G = load_checked_network(network_pkl, keys=['G_ema', 'training_set_kwargs'])
 
-    dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror)
+    dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror, verbose=rank0)
     try:  # Fail here, with one clear message, rather than in every process.
         ds = dnnlib.construct_class_by_name(**dataset_kwargs)
         if verbose:

@@ -155,3 +155,16 @@ def test_torchrun_two_cpu_processes_match_one(setup):
     assert len(rows2) == 2  # Rank 0 alone reports.
     for row in rows2:
         assert row['num_gpus'] == 2 and row['results'] == rows1[row['metric']]['results']
+
+
+def test_metricdata_accepts_a_named_dataset(setup, tmp_path, monkeypatch):
+    from training import named_datasets
+    monkeypatch.setitem(named_datasets.REGISTRY, '100-shot-obama', named_datasets.NamedDataset(
+        '100-shot-obama', 'file://' + setup.data, None, 'test'))
+    monkeypatch.setattr(dnnlib.util, '_cache_dir', str(tmp_path / 'cache'))
+    res = CliRunner().invoke(calc_metrics.main, ['--network', setup.pkl, '--metrics', 'fid40_full', '--detector',
+                                                 setup.det, '--device', 'cpu', '--jsonl=0',
+                                                 '--metricdata', '100-shot-obama'])
+    assert res.exit_code == 0, res.output
+    cached = str(tmp_path / 'cache' / 'datasets' / '100-shot-obama.zip')
+    assert f'Metric dataset: {cached} (40 images' in res.output
