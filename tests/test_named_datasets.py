@@ -76,7 +76,7 @@ def test_recorded_checksum_catches_a_changed_cached_file(tmp_path, cache, monkey
     path = resolve_data_source('100-shot-obama', '--data')
     with open(path, 'ab') as f:
         f.write(b'junk')
-    with pytest.raises(DatasetFetchError, match=r'--data: 100-shot-obama: .*recorded at its first download.*delete it'):
+    with pytest.raises(DatasetFetchError, match=r'--data 100-shot-obama: .*recorded at its first download.*delete it'):
         resolve_data_source('100-shot-obama', '--data')
 
 
@@ -106,7 +106,7 @@ def test_offline_message_says_where_to_put_the_file(tmp_path, cache, monkeypatch
         resolve_data_source('100-shot-obama', '--data')
     dest = str(cache / 'datasets' / '100-shot-obama.zip')
     msg = str(info.value)
-    assert msg.startswith('--data: 100-shot-obama: could not download http://127.0.0.1:')
+    assert msg.startswith('--data 100-shot-obama: could not download http://127.0.0.1:')
     assert msg.endswith(f'place it at {dest}')
     # Placing it there by hand is enough.
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -152,7 +152,7 @@ def test_url_dataset_over_http_is_fetched_once(http_server, cache):
     assert _sha(path) == _sha(root / 'few.zip') and len(ImageFolderDataset(path)) == 3
     assert resolve_data_source(url, '--data') == path
     assert requests == ['/few.zip']  # The second use did not touch the server.
-    with pytest.raises(DatasetFetchError, match=r'--data: .*missing\.zip.*HTTP Error 404.*place it at'):
+    with pytest.raises(DatasetFetchError, match=r'--data .*missing\.zip.*HTTP Error 404.*place it at'):
         resolve_data_source(f'{base}/missing.zip', '--data')
 
 
@@ -179,5 +179,5 @@ def test_dataset_tool_source_accepts_names(tmp_path, cache, monkeypatch):
     _register(monkeypatch, f'http://127.0.0.1:{_closed_port()}/x.zip', name='100-shot-panda')
     os.remove(cache / 'datasets' / '100-shot-panda.zip')
     monkeypatch.setenv('no_proxy', '*')
-    with pytest.raises(dataset_tool.DatasetToolError, match=r'--source: 100-shot-panda: could not download'):
+    with pytest.raises(dataset_tool.DatasetToolError, match=r'--source 100-shot-panda: could not download'):
         dataset_tool.convert_dataset('100-shot-panda', str(tmp_path / 'p2.zip'), progress=False)

@@ -595,3 +595,18 @@ def test_cyclic_components_are_refused(tmp_path):
         load_network_pickle(io.BytesIO(blob), keys=['G'])
     # The other entries of the same file still load.
     assert set(load_network_pickle(io.BytesIO(blob), keys=['D', 'G_ema'])) == {'D', 'G_ema'}
+
+
+def test_orig_architecture_generator(tmp_path):
+    """architecture='orig': only the last resolution has a ToRGB layer, in TF and here."""
+    rng = np.random.default_rng(0)
+    top, mapping, syn = _tf_generator_vars(rng)
+    syn = {k: v for k, v in syn.items() if not (k.startswith(('4x4/ToRGB', '8x8/ToRGB')))}
+    path, _ = _write(tmp_path, g_kwargs=dict(architecture='orig'), g_vars=(top, mapping, syn))
+    G = load_network_pickle(path, keys=['G_ema'])['G_ema']
+    assert G.synthesis.b16.architecture == 'orig' and not hasattr(G.synthesis.b8, 'torgb')
+    assert np.array_equal(G.synthesis.b16.torgb.weight.numpy(), syn['16x16/ToRGB/weight'].transpose(3, 2, 0, 1))
+    # A skip-architecture file with the lower ToRGBs removed is inconsistent: refused.
+    path, _ = _write(tmp_path, 'bad.pkl', g_vars=(top, mapping, syn))
+    with pytest.raises(NetworkFileError, match=r'synthesis/4x4/ToRGB/weight .*missing'):
+        load_network_pickle(path, keys=['G'])

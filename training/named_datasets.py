@@ -234,5 +234,5 @@ def resolve_data_source(value: str, flag: str = '--data', progress: bool = True)
         if is_remote(value):
             return fetch(value, cache_path_for(value), None, progress=progress)
     except DatasetFetchError as e:
-        raise DatasetFetchError(f'{flag}: {e}') from None
+        raise DatasetFetchError(f'{flag} {e}') from None
     return value
