@@ -12,6 +12,10 @@ Examples:
   python calc_metrics.py --network=net.pkl --metrics=fid50k_full,kid50k_full,pr50k3_full
   python calc_metrics.py --network=net.pkl --metrics=fid10k_full --detector=clip-vit-b32.pt
 
+\b
+  # Under torchrun (one process per GPU, here or on several machines), like train.py:
+  torchrun --nproc-per-node=8 calc_metrics.py --network=net.pkl --metrics=fid50k_full
+
 Results are printed as JSON lines and, for a local network file, appended to
 metric-<name>.jsonl beside it.
 """
@@ -24,7 +28,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, metric_main
-from torch_utils import distributed
+from torch_utils import cli, distributed
 
 # ---------------------------------------------------------------------------------------
 # Work of one process.
@@ -43,6 +47,9 @@ def subprocess_fn(rank: int, device: torch.device, args: dnnlib.EasyDict) -> Non
         if not os.environ.get('OMP_NUM_THREADS'):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
 
+    if args.get('device_index') is not None and device.type == 'cuda':
+        device = torch.device('cuda', args.device_index)  # --device=cuda:N with one process.
+        torch.cuda.set_device(device)
     G = args.G.to(device)
     for metric in args.metrics:
         _print0(rank, f'Calculating {metric}...')
@@ -69,7 +76,8 @@ def parse_metric_list(value: str) -> List[str]:
     return names
 
 
-def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mirror: Optional[bool]) -> dnnlib.EasyDict:
+def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mirror: Optional[bool],
+                       verbose: bool = True) -> dnnlib.EasyDict:
     """Dataset options of the metrics: --metricdata, else the training set recorded in the file.
 
     When falling back to the training set, a `max_size` subset limit is dropped: limited-data
@@ -77,14 +85,15 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
     """
     from training import dataset as dataset_module  # pylint: disable=import-outside-toplevel
     if metricdata is not None:
+        from training import named_datasets  # pylint: disable=import-outside-toplevel
         try:
-            path = dataset_module.resolve_data_path(metricdata)
+            path = dataset_module.resolve_data_path(named_datasets.resolve_data_source(metricdata, '--metricdata'))
         except ValueError as e:
             raise click.BadParameter(str(e).replace('--data', '--metricdata'), param_hint='--metricdata')
         kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=path)
     elif network.get('training_set_kwargs'):
         kwargs = dnnlib.EasyDict(network['training_set_kwargs'])
-        if kwargs.get('max_size') is not None:
+        if kwargs.get('max_size') is not None and verbose:
             print(f'Note: the network was trained on a subset of {kwargs.max_size} images; '
                   f'the metrics use the whole dataset at {kwargs.get("path")}.')
         kwargs.max_size = None
@@ -104,14 +113,15 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
 @click.option('--metrics', 'metrics_list', metavar='LIST', default='fid50k_full', show_default=True,
               help='Comma-separated metric names: ' + ', '.join(metric_main.list_valid_metrics()) +
               ' (other sample counts work too, e.g. fid2k_full).')
-@click.option('--metricdata', metavar='ZIP|DIR|demo',
-              help='Dataset the metrics compare against  [default: the training set in the network file]')
-@click.option('--mirror', type=bool, metavar='BOOL',
+@click.option('--metricdata', metavar='ZIP|DIR|NAME|URL',
+              help='Dataset the metrics compare against: a zip, a folder, demo, a named dataset such as '
+              '100-shot-obama or the URL of a zip  [default: the training set in the network file]')
+@click.option('--mirror', **dict(cli.BOOL, default=None, show_default=False),
               help='Add x-flipped dataset images  [default: as in training]')
-@click.option('--gpus', 'num_gpus', type=click.IntRange(min=1), default=1, show_default=True,
-              help='Number of processes (GPUs; CPU processes with --device=cpu).')
-@click.option('--device', type=click.Choice(['cuda', 'cpu']), default=None,
-              help='Where to compute  [default: cuda when available]')
+@click.option('--gpus', 'num_gpus', type=click.IntRange(min=1), default=None,
+              help='Number of processes (GPUs; CPU processes with --device=cpu)  [default: 1, or WORLD_SIZE '
+              'under torchrun]')
+@cli.device_option()
 @click.option('--detector', 'detector_values', metavar='[ROLE=]PATH', multiple=True,
               help='Replacement feature network (TorchScript or network file, or "digits" for the shipped '
               'digits detector: a domain FID for the demo data); ROLE is inception '
@@ -122,14 +132,14 @@ def dataset_kwargs_for(metricdata: Optional[str], network: Dict[str, Any], G, mi
               help='Seed of latents, labels and noise.')
 @click.option('--batch', type=click.IntRange(min=1), default=64, show_default=True,
               help='Images per detector call.')
-@click.option('--cache/--no-cache', default=True, show_default=True,
-              help='Reuse dataset statistics cached on disk.')
-@click.option('--jsonl/--no-jsonl', default=True, show_default=True,
+@click.option('--cache', **dict(cli.BOOL, default=True), help='Reuse dataset statistics cached on disk.')
+@click.option('--no-cache', 'no_cache', is_flag=True, hidden=True, help='Older spelling of --cache=0.')
+@click.option('--jsonl', **dict(cli.BOOL, default=True),
               help='Append results to metric-<name>.jsonl beside a local network file.')
-@click.option('--verbose', type=bool, metavar='BOOL', default=True, show_default=True,
-              help='Print progress.')
+@click.option('--no-jsonl', 'no_jsonl', is_flag=True, hidden=True, help='Older spelling of --jsonl=0.')
+@click.option('--verbose', **dict(cli.BOOL, default=True), help='Print progress.')
 def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detector_values, detector_dir,
-         seed, batch, cache, jsonl, verbose):
+         seed, batch, cache, no_cache, jsonl, no_jsonl, verbose):
     """Compute quality metrics of a network file against a dataset.
 
     FID, KID, IS use the Inception-v3 detector and precision/recall and PPL the VGG16
@@ -141,14 +151,35 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint='--metrics')
 
-    if device is None:
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda':
-        if not torch.cuda.is_available():
-            raise click.BadParameter('no CUDA device is available; use --device=cpu.', param_hint='--device')
-        if num_gpus > torch.cuda.device_count():
+    cache = cache and not no_cache
+    jsonl = jsonl and not no_jsonl
+
+    # Processes: torchrun's variables (one process per GPU, possibly on several machines)
+    # win over --gpus, as in train.py.
+    try:
+        env = distributed.torchrun_env()
+    except distributed.DistributedError as e:
+        raise click.ClickException(f'torchrun environment: {e}') from None
+    if env is not None:
+        if num_gpus is not None and num_gpus != env.world_size:
+            raise click.BadParameter(f'{num_gpus} disagrees with WORLD_SIZE={env.world_size} set by the launcher; '
+                                     f'leave --gpus out under torchrun', param_hint='--gpus')
+        num_gpus = env.world_size
+    num_gpus = num_gpus or 1
+    rank0 = env is None or env.rank == 0
+    verbose = verbose and rank0
+
+    dev = cli.resolve_device(device)
+    device_index = dev.index
+    if dev.type == 'cuda':
+        if device_index is not None and (num_gpus > 1 or env is not None):
+            raise click.BadParameter(f'{device} names one GPU, but {num_gpus} processes were asked for; use '
+                                     f'--device=cuda', param_hint='--device')
+        local = num_gpus if env is None else 1
+        if local > torch.cuda.device_count():
             raise click.BadParameter(f'{num_gpus} requested, but only {torch.cuda.device_count()} CUDA '
                                      f'device(s) are visible.', param_hint='--gpus')
+    device = dev.type
 
     # Load the generator (a safe loader: nothing in the file is executed).
     from generate import load_checked_network  # pylint: disable=import-outside-toplevel
@@ -156,7 +187,7 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
         print(f'Loading network from "{network_pkl}"...')
     network, G = load_checked_network(network_pkl, keys=['G_ema', 'training_set_kwargs'])
 
-    dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror)
+    dataset_kwargs = dataset_kwargs_for(metricdata, network, G, mirror, verbose=rank0)
     try:  # Fail here, with one clear message, rather than in every process.
         ds = dnnlib.construct_class_by_name(**dataset_kwargs)
         if verbose:
@@ -178,8 +209,14 @@ def main(network_pkl, metrics_list, metricdata, mirror, num_gpus, device, detect
     args = dnnlib.EasyDict(
         G=G, metrics=metrics, dataset_kwargs=dataset_kwargs, num_gpus=num_gpus, device=device,
         detector=detector_spec, detector_dir=detector_dir,
-        seed=seed, batch=batch, cache=cache, verbose=verbose, network_pkl=network_pkl,
+        seed=seed, batch=batch, cache=cache, verbose=verbose, network_pkl=network_pkl, device_index=device_index,
         run_dir=os.path.dirname(os.path.abspath(network_pkl)) if (jsonl and local_file) else None)
+
+    if env is not None:
+        # Started by torchrun: this process is one rank of the group the launcher set up.
+        distributed.run_worker(subprocess_fn, env.rank, env.world_size, device, local_rank=env.local_rank,
+                               master_addr=env.master_addr, master_port=env.master_port, args=(args,))
+        return
 
     # One process runs here; more are spawned into one process group (NCCL on GPUs, gloo on
     # CPUs) and leave it through distributed.leave_and_exit.

@@ -27,6 +27,7 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
+from torch_utils import cli
 from training.dataset import (DatasetWriter, IMAGE_EXTENSIONS, LABELS_FILE, MAX_LABELS_BYTES, MAX_MEMBER_BYTES,
                               MAX_RESOLUTION, is_power_of_two, subset_indices, validate_label)
 
@@ -384,13 +385,20 @@ def open_source(source: str) -> Source:
 
     Args:
         source: A folder, a zip, cifar-10-python.tar.gz, MNIST idx files (folder or
-            images file), an LMDB folder, or 'demo'.
+            images file), an LMDB folder, 'demo', a named dataset of
+            training.named_datasets (e.g. '100-shot-obama') or the URL of a zip.
 
     Returns:
         The opened source.
     """
     if source == 'demo' and not os.path.exists(source):
         return DemoSource()
+    # Named datasets (e.g. 100-shot-obama) and URLs: fetched once into the cache.
+    from training import named_datasets  # pylint: disable=import-outside-toplevel
+    try:
+        source = named_datasets.resolve_data_source(source, '--source')
+    except named_datasets.DatasetFetchError as e:
+        raise DatasetToolError(str(e)) from None
     if not os.path.exists(source):
         raise DatasetToolError(f'--source {source}: no such file or folder (or give "demo" for the built-in dataset)')
     if os.path.isdir(source):
@@ -689,7 +697,9 @@ def _parse_resolution(ctx, param, value):  # pylint: disable=unused-argument
 @click.option('--source', required=True, metavar='PATH',
               help='Input: a folder of images (recursive; png, jpg, jpeg, webp, bmp; labels from its '
                    'dataset.json), a .zip of images, cifar-10-python.tar.gz, an MNIST folder or '
-                   'train-images-idx3-ubyte[.gz] file, an LSUN LMDB folder (needs lmdb), or "demo".')
+                   'train-images-idx3-ubyte[.gz] file, an LSUN LMDB folder (needs lmdb), "demo", a named '
+                   'dataset (100-shot-obama, 100-shot-grumpy_cat, 100-shot-panda, AnimalFace-cat, ...) or '
+                   'the http(s) URL of a zip; named and URL datasets are fetched once into the cache.')
 @click.option('--dest', required=True, metavar='PATH',
               help='Output: a .zip path (uncompressed PNGs + dataset.json) or a folder path.')
 @click.option('--max-images', type=click.IntRange(min=1), metavar='N',
@@ -710,14 +720,15 @@ def _parse_resolution(ctx, param, value):  # pylint: disable=unused-argument
 @click.option('--channels', type=click.Choice(['auto', '1', '3']), default='auto', show_default=True,
               help='auto: keep grayscale/colour as found, all images must agree, a transparent alpha '
                    'channel is an error; 1 or 3: convert every image (alpha composited over black).')
-@click.option('--skip-bad', is_flag=True,
+@click.option('--skip-bad', **cli.BOOL,
               help='Skip unreadable images and images that do not match the first one (listed as '
                    'they are skipped and in the summary) instead of stopping with an error.')
-@click.option('--overwrite', is_flag=True, help='Replace --dest if it exists (atomically).')
-@click.option('--progress/--no-progress', default=None,
-              help='Show a progress bar (default: only on a terminal).')
+@click.option('--overwrite', **cli.BOOL, help='Replace --dest if it exists (atomically).')
+@click.option('--progress', **dict(cli.BOOL, default=None, show_default=False),
+              help='Show a progress bar  [default: only on a terminal]')
+@click.option('--no-progress', 'no_progress', is_flag=True, hidden=True, help='Older spelling of --progress=0.')
 def main(source, dest, max_images, subset, seed, transform, resolution, width, height, channels,
-         skip_bad, overwrite, progress):
+         skip_bad, overwrite, progress, no_progress):
     """Make a training dataset: a zip (or folder) of uncompressed PNGs with dataset.json labels.
 
     \b
@@ -728,6 +739,8 @@ def main(source, dest, max_images, subset, seed, transform, resolution, width, h
       python dataset_tool.py --source photos/ --dest faces256-1k.zip --transform center-crop \\
           --resolution 256x256 --subset 1000 --seed 0
     """
+    if no_progress:
+        progress = False
     if resolution is not None:
         if (width is not None and width != resolution[0]) or (height is not None and height != resolution[1]):
             raise click.ClickException('--resolution disagrees with --width/--height; give one of them')

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import distributed
+from torch_utils import cli
 from training.heads import backbones as backbones_lib
 
 DEFAULT_CANDIDATES = 'clip+dino+swin+vgg16'
@@ -154,8 +154,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
               show_default=True, help='Fraction of the images the probe is fitted on')
 @click.option('--batch', type=click.IntRange(min=1), default=16, show_default=True, help='Images per pass')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of latents and split')
-@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
-              help='Where to run: auto picks cuda when available')
+@cli.device_option()
 @click.option('--json', 'json_path', metavar='FILE', default=None, help='Also write the ranking as JSON')
 def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str], num: int, train_frac: float,
          batch: int, seed: int, device: str, json_path: Optional[str]) -> None:
@@ -170,10 +169,7 @@ def main(network_path: str, data: str, candidates: str, cv_weights: Sequence[str
         weights = backbones_lib.parse_weights(cv_weights)
     except (KeyError, ValueError) as e:
         raise click.BadParameter(str(e.args[0] if e.args else e), param_hint='--cv-weights') from e
-    try:
-        dev = torch.device(distributed.resolve_device_type(device))
-    except distributed.DistributedError as e:
-        raise click.BadParameter(str(e), param_hint='--device') from e
+    dev = cli.resolve_device(device)
     if not os.path.exists(network_path):
         raise click.BadParameter(f'{network_path}: no such file', param_hint='--network')
     if not os.path.exists(data):

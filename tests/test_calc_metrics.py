@@ -106,3 +106,65 @@ def test_bad_options_fail_with_clear_messages(setup, tmp_path, monkeypatch):
     assert res.exit_code != 0
     assert 'vgg16.pt' in res.output and '--detector-dir' in res.output
     assert os.path.join(str(tmp_path / 'cache'), 'detectors', 'vgg16.pt') in res.output
+
+
+def test_bool_spellings_and_device_conventions(setup, tmp_path):
+    """--cache/--jsonl/--mirror are value booleans (old --no-cache/--no-jsonl still work);
+    --device follows torch_utils.cli (auto, cpu, cuda, cuda:N)."""
+    runner = CliRunner()
+    jsonl = setup.run_dir / 'metric-fid40_full.jsonl'
+    before = jsonl.read_text() if jsonl.exists() else None
+    for args in (['--jsonl=0', '--cache=false'], ['--no-jsonl', '--no-cache'], ['--jsonl', '0', '--mirror=1']):
+        res = runner.invoke(calc_metrics.main, ['--network', setup.pkl, '--metrics', 'fid40_full', '--detector',
+                                                setup.det, '--device', 'cpu', '--batch', '16', *args],
+                            env={'DNNLIB_CACHE_DIR': str(tmp_path / 'cache')})
+        assert res.exit_code == 0, res.output
+        assert '"fid40_full"' in res.output
+    assert (jsonl.read_text() if jsonl.exists() else None) == before  # jsonl off each time.
+    res = runner.invoke(calc_metrics.main, ['--network', setup.pkl, '--device', 'tpu'])
+    assert res.exit_code == 2 and '--device' in res.output
+    res = runner.invoke(calc_metrics.main, ['--network', setup.pkl, '--mirror=maybe', '--device', 'cpu'])
+    assert res.exit_code == 2 and '--mirror' in res.output
+
+
+def test_torchrun_gpus_disagreement_is_refused(setup, monkeypatch):
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', '29999')
+    res = CliRunner().invoke(calc_metrics.main, ['--network', setup.pkl, '--gpus', '3', '--device', 'cpu'])
+    assert res.exit_code == 2 and 'WORLD_SIZE=2' in res.output and '--gpus' in res.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_match_one(setup):
+    """Started by torchrun (two CPU ranks, gloo), the results equal the single-process ones."""
+    metrics = 'fid40_full,kid40'
+    base = [sys.executable, 'calc_metrics.py', '--network', setup.pkl, '--metrics', metrics, '--detector', setup.det,
+            '--device', 'cpu', '--batch', '16', '--no-jsonl', '--cache=0', '--metricdata', setup.data]
+    one = subprocess.run(base, cwd=ROOT, env=setup.env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stdout + one.stderr
+    from torch_utils import distributed
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node=2',
+           f'--master-port={distributed.find_free_port()}', *base[1:]]
+    two = subprocess.run(cmd, cwd=ROOT, env=setup.env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout + two.stderr
+    rows1 = {r['metric']: r for r in map(json.loads, [l for l in one.stdout.splitlines() if l.startswith('{')])}
+    rows2 = [json.loads(l) for l in two.stdout.splitlines() if l.startswith('{')]
+    assert len(rows2) == 2  # Rank 0 alone reports.
+    for row in rows2:
+        assert row['num_gpus'] == 2 and row['results'] == rows1[row['metric']]['results']
+
+
+def test_metricdata_accepts_a_named_dataset(setup, tmp_path, monkeypatch):
+    from training import named_datasets
+    monkeypatch.setitem(named_datasets.REGISTRY, '100-shot-obama', named_datasets.NamedDataset(
+        '100-shot-obama', 'file://' + setup.data, None, 'test'))
+    monkeypatch.setattr(dnnlib.util, '_cache_dir', str(tmp_path / 'cache'))
+    res = CliRunner().invoke(calc_metrics.main, ['--network', setup.pkl, '--metrics', 'fid40_full', '--detector',
+                                                 setup.det, '--device', 'cpu', '--jsonl=0',
+                                                 '--metricdata', '100-shot-obama'])
+    assert res.exit_code == 0, res.output
+    cached = str(tmp_path / 'cache' / 'datasets' / '100-shot-obama.zip')
+    assert f'Metric dataset: {cached} (40 images' in res.output

@@ -207,19 +207,44 @@ def test_pickle_and_dataloader_workers(tmp_path):
     assert batches[1][0].shape == (3, 3, 8, 8) and torch.equal(batches[1][0][2], torch.from_numpy(ds[5][0]))
 
 
-def test_pyspng_is_used_when_present(tmp_path, monkeypatch):
-    path, imgs = _make(tmp_path, n=2)
+def test_pyspng_is_the_png_decoder_and_agrees_with_pillow(tmp_path, monkeypatch):
+    """The real pyspng (pinned in requirements-dev) decodes the PNGs; Pillow, used when
+    pyspng is missing, gives the same arrays for grey and RGB images."""
+    pyspng = pytest.importorskip('pyspng')
+    assert dataset_mod.pyspng is pyspng
     calls = []
+    real_load = pyspng.load
+    monkeypatch.setattr(pyspng, 'load', lambda data: calls.append(len(data)) or real_load(data))
+    for c in (1, 3):
+        path, imgs = _make(tmp_path, name=f'ds{c}.zip', n=3, c=c, res=16)
+        with_spng = [ImageFolderDataset(path)[i][0] for i in range(3)]
+        decoded = len(calls)
+        monkeypatch.setattr(dataset_mod, 'pyspng', None)
+        with_pil = [ImageFolderDataset(path)[i][0] for i in range(3)]
+        assert len(calls) == decoded  # The Pillow path does not touch pyspng.
+        monkeypatch.setattr(dataset_mod, 'pyspng', pyspng)
+        for i in range(3):
+            assert with_spng[i].dtype == np.uint8 and with_spng[i].shape == (c, 16, 16)
+            assert np.array_equal(with_spng[i], imgs[i].transpose(2, 0, 1))
+            assert np.array_equal(with_spng[i], with_pil[i])
+    assert len(calls) >= 2 * 3  # Every image read with pyspng present went through it.
 
-    class FakePyspng:
-        @staticmethod
-        def load(data):
-            calls.append(len(data))
-            return np.array(PIL.Image.open(io.BytesIO(data)))
 
-    monkeypatch.setattr(dataset_mod, 'pyspng', FakePyspng)
-    ds = ImageFolderDataset(path)
-    assert np.array_equal(ds[1][0], imgs[1].transpose(2, 0, 1)) and len(calls) == 2
+def test_pyspng_refuses_a_corrupt_png_with_the_member_name(tmp_path):
+    pytest.importorskip('pyspng')
+    path, _ = _make(tmp_path, n=2)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    good = members['00000/img00000001.png']
+    members['00000/img00000001.png'] = good[:len(good) // 2]  # Truncated: header fine, data cut.
+    bad = str(tmp_path / 'bad.zip')
+    with zipfile.ZipFile(bad, 'w') as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    ds = ImageFolderDataset(bad)
+    assert ds[0][0].shape == (3, 8, 8)
+    with pytest.raises(dataset_mod.DatasetError, match=r'cannot decode image 00000/img00000001\.png'):
+        ds[1]
 
 
 # ---------------------------------------------------------------------------------------

@@ -176,42 +176,57 @@ def test_lmdb_without_package_says_how_to_install(tmp_path, monkeypatch):
         convert_dataset(str(tmp_path / 'db'), str(tmp_path / 'o.zip'), progress=False)
 
 
-def test_lmdb_source_with_fake_module(tmp_path, monkeypatch):
-    """The LMDB reader walks the cursor and decodes only the selected records."""
-    records = []
+def _lmdb(path, records):
+    lmdb = pytest.importorskip('lmdb')
+    env = lmdb.open(str(path), map_size=1 << 24, subdir=True)
+    with env.begin(write=True) as txn:
+        for key, value in records:
+            txn.put(key, value)
+    env.close()
+    assert (path / 'data.mdb').is_file()
+
+
+def _encoded(arr, fmt, **kwargs):
+    buf = io.BytesIO()
+    PIL.Image.fromarray(arr).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def test_lmdb_source_real_database(tmp_path):
+    """An LSUN-style LMDB (keys: names, values: encoded webp/png images), written with the
+    real lmdb package: every record comes out in key order, pixel for pixel."""
+    imgs = [_rgb(i, (8, 8)) for i in range(5)]
+    records = [(f'{i:04d}'.encode(), _encoded(imgs[i], 'webp', lossless=True) if i % 2 else _encoded(imgs[i], 'png'))
+               for i in range(5)]
+    _lmdb(tmp_path / 'db', records[::-1])  # LMDB sorts by key whatever the insertion order.
+    report = convert_dataset(str(tmp_path / 'db'), str(tmp_path / 'o.zip'), progress=False)
+    assert report.num_images == 5 and report.shape == (8, 8, 3) and not report.has_labels
+    out, _ = _read_zip(tmp_path / 'o.zip')
     for i in range(5):
-        buf = io.BytesIO()
-        PIL.Image.fromarray(_rgb(i, (16, 12))).save(buf, format='webp', lossless=True)
-        records.append((f'{i:04d}'.encode(), buf.getvalue()))
+        assert np.array_equal(out[archive_image_name(i)], imgs[i])
 
-    class Txn:
-        def __enter__(self):
-            return self
 
-        def __exit__(self, *a):
-            return False
-
-        def cursor(self):
-            return iter(records)
-
-    class Env:
-        def stat(self):
-            return {'entries': len(records)}
-
-        def begin(self, write=False):
-            return Txn()
-
-        def close(self):
-            pass
-
-    fake = type(sys)('lmdb')
-    fake.open = lambda *a, **k: Env()
-    monkeypatch.setitem(sys.modules, 'lmdb', fake)
-    (tmp_path / 'db').mkdir()
-    (tmp_path / 'db' / 'data.mdb').write_bytes(b'')
+def test_lmdb_source_subset_and_transform(tmp_path):
+    """--subset with --seed decodes exactly the selected records (the same indices as the
+    loader's max_size), and the transform applies to them."""
+    imgs = [_rgb(i, (16, 12)) for i in range(7)]
+    _lmdb(tmp_path / 'db', [(f'{i:04d}'.encode(), _encoded(imgs[i], 'png')) for i in range(7)])
     report = convert_dataset(str(tmp_path / 'db'), str(tmp_path / 'o.zip'), transform='center-crop', width=8,
                              height=8, subset=3, seed=1, progress=False)
-    assert report.num_images == 3 and report.shape == (8, 8, 3) and not report.has_labels
+    assert report.num_images == 3 and report.shape == (8, 8, 3)
+    full = tmp_path / 'full.zip'
+    convert_dataset(str(tmp_path / 'db'), str(full), transform='center-crop', width=8, height=8, progress=False)
+    whole, _ = _read_zip(full)
+    sub, _ = _read_zip(tmp_path / 'o.zip')
+    chosen = sorted(subset_indices(7, 3, seed=1))
+    assert [np.array_equal(sub[archive_image_name(k)], whole[archive_image_name(j)]) for k, j in enumerate(chosen)] \
+        == [True] * 3
+
+
+def test_lmdb_undecodable_record_names_its_key(tmp_path):
+    _lmdb(tmp_path / 'db', [(b'good', _encoded(_rgb(0), 'png')), (b'zz-bad', b'not an image')])
+    with pytest.raises(DatasetToolError, match='zz-bad'):
+        convert_dataset(str(tmp_path / 'db'), str(tmp_path / 'o.zip'), progress=False)
 
 
 def test_demo_source(tmp_path):
@@ -452,3 +467,19 @@ def test_cli_converts_and_reports_errors(tmp_path):
     assert result.exit_code == 1 and 'already exists' in result.output
     result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', 'x.zip', '--resolution', '16by16'])
     assert result.exit_code == 2 and 'WxH' in result.output
+
+
+@pytest.mark.parametrize('flags', [['--overwrite'], ['--overwrite=1'], ['--overwrite', 'true'], ['--overwrite=yes']])
+def test_cli_bool_spellings(tmp_path, flags):
+    """Booleans follow torch_utils.cli: bare flag or =1/true/yes; the older --no-progress works."""
+    src, _ = _folder(tmp_path, n=2)
+    dest = str(tmp_path / 'o.zip')
+    runner = CliRunner()
+    assert runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--progress=0']).exit_code == 0
+    result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--no-progress', *flags])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--overwrite=0',
+                                               '--skip-bad=1', '--progress=false'])
+    assert result.exit_code == 1 and 'already exists' in result.output
+    result = runner.invoke(dataset_tool.main, ['--source', str(src), '--dest', dest, '--overwrite=maybe'])
+    assert result.exit_code == 2 and '--overwrite' in result.output

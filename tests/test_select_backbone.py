@@ -87,3 +87,12 @@ def test_cli_errors_name_the_flag(tmp_path, digits_and_generator):
     # Missing weights: a clear message naming the flag that provides them.
     res = CliRunner().invoke(select_backbone.main, base + ['--cv', 'vgg16_tiny'])
     assert res.exit_code != 0 and '--cv-weights vgg16_tiny=PATH' in res.output
+
+
+def test_cli_device_follows_the_shared_convention(tmp_path, digits_and_generator):
+    data, pkl = digits_and_generator
+    res = CliRunner().invoke(select_backbone.main, ['--network', pkl, '--data', data, '--device', 'tpu'])
+    assert res.exit_code == 2 and '--device' in res.output and 'cuda:N' in res.output
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(select_backbone.main, ['--network', pkl, '--data', data, '--device', 'cuda:0'])
+        assert res.exit_code == 2 and '--device=cpu' in res.output

@@ -19,6 +19,11 @@ Pickles written by stylegan2-ada-pytorch and its forks (objects stored through
 `torch_utils.persistence._reconstruct_persistent_obj` with their module source embedded) are
 read as data too: the embedded source is never executed, the object is rebuilt as the class
 of this framework that `register_legacy_class` maps its class name to.
+
+TensorFlow pickles of StyleGAN2, StyleGAN2-ADA (TF) and DiffAugment-stylegan2 hold
+`dnnlib.tflib.network.Network` objects; the unpickler records their state as data
+(`_TFNetwork`) and `torch_utils.tf_pickle` maps their variables onto our networks. Their
+embedded TensorFlow source is never executed either.
 """
 
 import collections
@@ -635,6 +640,29 @@ class _LegacyTorchModule:
         self.state = state
 
 
+class _TFNetwork(_Inert):
+    """Stands in for dnnlib.tflib.network.Network of the TensorFlow releases (StyleGAN2,
+    StyleGAN2-ADA TF, DiffAugment-stylegan2): records the pickled state dict, once, and
+    nothing else. Its build_module_src is never executed; torch_utils.tf_pickle rebuilds the
+    network from the variables and static kwargs."""
+
+    __slots__ = ('state',)
+
+    def __init__(self):
+        self.state = None
+
+    def _kind(self) -> str:
+        return 'TensorFlow network'
+
+    def __setstate__(self, state: Any) -> None:
+        if getattr(self, 'state', None) is not None:
+            super().__setstate__(state)
+        if type(state) is not dict or not all(type(k) is str for k in state):
+            raise UnsafeNetworkFileError(f'TensorFlow network: the pickled state must be a dict with string keys, '
+                                         f'got {type(state).__name__}')
+        self.state = state
+
+
 # Plain torch.nn modules that forks embed in their heads; read as data, rebuilt by us.
 _LEGACY_TORCH_NN_CLASSES = [
     torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Embedding,
@@ -876,6 +904,8 @@ def _safe_reconstructor(cls, base, state):
     """copyreg._reconstructor restricted to the few classes that need it."""
     if cls in _LEGACY_PLACEHOLDERS and base is object and state is None:
         return cls.__new__(cls)
+    if cls is _TFNetwork and base is object and state is None:
+        return _TFNetwork()
     if cls in (EasyDict, collections.OrderedDict) and base is dict:
         if state is not None and type(state) not in (dict, collections.OrderedDict, EasyDict):
             raise UnsafeNetworkFileError(f'copyreg._reconstructor of {cls.__name__} expects a dict')
@@ -1048,6 +1078,7 @@ _ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
     ('builtins', 'dict'): dict,
     ('_codecs', 'encode'): _safe_codecs_encode,
     ('copyreg', '_reconstructor'): _safe_reconstructor,
+    ('dnnlib.tflib.network', 'Network'): _TFNetwork,
     **_np_globals(),
     **_LEGACY_TORCH_NN,
 }
@@ -1083,6 +1114,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             self.kinds['netfile'] += 1
         elif obj is _legacy_persistent_obj:
             self.kinds['legacy'] += 1
+        elif obj is _TFNetwork:
+            self.kinds['tf'] += 1
         return obj
 
     def persistent_load(self, pid: Any) -> Any:
@@ -1169,6 +1202,9 @@ class _Materializer:
             return self._remember(obj, self._finish(self._build_legacy(obj, where)))
         if isinstance(obj, _LegacyTorchModule):
             return self._remember(obj, self._finish(self._build_torch_nn(obj)))
+        if t is _TFNetwork:
+            from torch_utils import tf_pickle  # pylint: disable=import-outside-toplevel
+            return self._remember(obj, self._finish(tf_pickle.build(obj, self, where)))
         if t is _FileTensor or t is torch.Tensor:
             result = _plain_tensor(obj)
             return self._remember(obj, result if self.device is None else result.to(self.device))
@@ -1416,6 +1452,12 @@ def _load(file: BinaryIO, keys: Optional[Iterable[str]], device: Any, limits: Lo
 
     fmt = 'legacy' if unpickler.kinds['legacy'] else 'netfile' if unpickler.kinds['netfile'] else 'plain'
     notes: List[str] = []
+    if unpickler.kinds['tf']:
+        fmt = 'tensorflow'
+        if type(raw) in (tuple, list) and len(raw) == 3 and all(type(x) is _TFNetwork for x in raw):
+            # The TensorFlow training loops pickle (G, D, Gs); Gs is the moving average of G.
+            raw = dict(G=raw[0], D=raw[1], G_ema=raw[2])
+            notes.append('TensorFlow pickle (G, D, Gs): read as data and rebuilt as G, D and G_ema')
     mat = _Materializer(device=torch.device(device) if device is not None else None, notes=notes,
                         limits=limits)
     try:
@@ -1517,7 +1559,7 @@ def _cli():
 
     @click.group()
     def cli():
-        """Network-file tools: convert legacy pickles to the safe format, list entries."""
+        """Network-file tools: convert legacy and TensorFlow pickles to the safe format, list entries."""
 
     @cli.command()
     @click.argument('src', metavar='IN')
@@ -1525,7 +1567,7 @@ def _cli():
     @click.option('--keys', metavar='LIST', default=None,
                   help='Comma-separated entries to keep, e.g. G_ema,G  [default: all]')
     def convert(src, dst, keys):
-        """Convert network pickle IN (e.g. from stylegan2-ada-pytorch) to our format in OUT."""
+        """Convert network pickle IN (stylegan2-ada-pytorch, its forks, or a StyleGAN2 / StyleGAN2-ADA / DiffAugment TensorFlow pickle) to our format in OUT."""
         key_list = [k for k in keys.split(',') if k] if keys else None
         try:
             notes = convert_network_pickle(src, dst, keys=key_list)
@@ -1557,6 +1599,11 @@ def _cli():
 
 def _main(argv: Optional[List[str]] = None) -> None:
     _cli().main(args=argv, prog_name='python -m torch_utils.netfile')
+
+
+def main() -> None:
+    """Console entry point (sg2-netfile)."""
+    _cli().main(prog_name='sg2-netfile')
 
 
 if __name__ == '__main__':
