@@ -404,8 +404,10 @@ def inspect_dataset(path: str, flag: str, resolution: Optional[int] = None) -> d
 
 
 def _resolve_data(value: str, flag: str) -> str:
+    from training import named_datasets  # pylint: disable=import-outside-toplevel
     from training.dataset import resolve_data_path  # pylint: disable=import-outside-toplevel
     try:
+        value = named_datasets.resolve_data_source(value, flag)
         return resolve_data_path(value)
     except (OSError, ValueError, RuntimeError) as e:
         raise click.BadParameter(str(e).replace('--data ', ''), param_hint=flag)
@@ -559,7 +561,8 @@ def main(**opts):
         return _rerun(rerun, opts, outdir, extra_desc, dry_run)
     if opts.data is None:
         raise click.UsageError('Missing option --data (or give --rerun with a training_options.json).')
-    opts.nobench = opts.nobench or not opts.pop('cudnn_benchmark')
+    benchmark = opts.pop('cudnn_benchmark')
+    opts.nobench = bool(opts.nobench) or not benchmark
     detector_dir = opts.pop('detector_dir')
 
     # Processes and devices: torchrun's variables win over --gpus.
