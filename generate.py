@@ -110,6 +110,15 @@ def parse_grid(text: str) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+class FiniteFloat(cli.FiniteFloatRange):
+    """Any finite float: cli.FiniteFloatRange without bounds, and without a range in --help."""
+
+    name = 'float'
+
+    def _describe_range(self) -> str:
+        return ''
+
+
 class _SeedsType(click.ParamType):
     name = 'seeds'
 
@@ -427,7 +436,7 @@ MAX_VIDEO_KEYFRAMES = 10_000
 @click.command(help=__doc__)
 @click.option('--network', 'network', metavar='PATH|URL', required=True, help='Network pickle (local file or URL)')
 @click.option('--seeds', type=_SeedsType(), help='Seeds: a list and/or ranges, e.g. 0-3,10,20-22')
-@click.option('--trunc', 'psi', type=cli.FiniteFloatRange(), default=1, show_default=True, help='Truncation psi (1 = none, 0 = the average image)')
+@click.option('--trunc', 'psi', type=FiniteFloat(), default=1, show_default=True, help='Truncation psi (1 = none, 0 = the average image)')
 @click.option('--trunc-cutoff', 'cutoff', type=click.IntRange(min=0), default=None, help='Truncate only the first N ws (default: all)')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (required for conditional networks)')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs: const is deterministic')

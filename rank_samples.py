@@ -84,7 +84,7 @@ def write_outputs(outdir: str, ranking: sample_ranking.Ranking, cols: int, meta:
 @click.option('--detector', metavar='PATH|digits', default=None, help='Feature network: TorchScript or network file, or "digits" for the shipped digits detector  [default: Inception]')
 @click.option('--detector-dir', metavar='DIR', type=click.Path(file_okay=False), help=f'Folder holding the official detector files (also ${detectors.DETECTOR_DIR_ENV})')
 @click.option('--ridge', type=cli.FiniteFloatRange(min=0), default=1e-6, show_default=True, help='Added to the covariance, relative to its mean variance')
-@click.option('--trunc', 'psi', type=cli.FiniteFloatRange(), default=1, show_default=True, help='Truncation psi of the samples')
+@click.option('--trunc', 'psi', type=generate.FiniteFloat(), default=1, show_default=True, help='Truncation psi of the samples')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (required for conditional networks)')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs of the samples')
 @click.option('--cache', **{**cli.BOOL, 'default': True}, help='Reuse the real statistics cached on disk (shared with FID)')

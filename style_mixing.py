@@ -93,7 +93,7 @@ def _seed_list(value: Sequence[int], flag: str) -> List[int]:
 @click.option('--styles', type=generate._SeedsType(), default=None,
               help='Layers (ws) taken from the column seed: a range and/or list, e.g. 0-3,8  [default: 0-6, '
               'or all layers of a network with fewer]')
-@click.option('--trunc', 'psi', type=cli.FiniteFloatRange(), default=1, show_default=True, help='Truncation psi (1 = none)')
+@click.option('--trunc', 'psi', type=generate.FiniteFloat(), default=1, show_default=True, help='Truncation psi (1 = none)')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (required for conditional networks)')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs: const is deterministic')
 @click.option('--outdir', metavar='DIR', required=True, help='Where to save the images and grid.png')
