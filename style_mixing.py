@@ -115,7 +115,7 @@ def main(network, row_seeds, col_seeds, styles, psi, class_idx, noise_mode, outd
     items = [(os.path.join(outdir, f'{r}-{c_}.png'), img) for (r, c_), img in images.items()]
     items.append((os.path.join(outdir, 'grid.png'), style_mix_grid(images, row_seeds, col_seeds)))
     n = generate.save_all(items, 'images')
-    click.echo(f'Saved {n - 1} images and a {len(row_seeds) + 1}x{len(col_seeds) + 1} grid to {outdir}')
+    click.echo(f'Saved {n - 1} images and grid.png ({len(col_seeds) + 1} columns, {len(row_seeds) + 1} rows) to {outdir}')
 
 
 if __name__ == '__main__':
