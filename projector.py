@@ -105,12 +105,18 @@ def noise_regularization(noise_bufs) -> torch.Tensor:
     return reg
 
 
-def _feature_fn(detector: Union[detectors.Detector, torch.nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+# Below this size VGG16's five 2x poolings leave nothing; such images go through the
+# detector's own resize to 224 instead (the established projector fails on them).
+MIN_VGG_INPUT = 32
+
+
+def _feature_fn(detector: Union[detectors.Detector, torch.nn.Module],
+                resolution: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """The LPIPS features of a VGG16 detector, called so that gradients flow to the input
     (Detector.__call__ runs without gradients). Keywords its forward lacks are left out."""
     module = detector.module if isinstance(detector, detectors.Detector) else detector
     accepted = detectors._forward_arg_names(module)  # pylint: disable=protected-access
-    kwargs = {k: v for k, v in dict(resize_images=False, return_lpips=True).items()
+    kwargs = {k: v for k, v in dict(resize_images=resolution < MIN_VGG_INPUT, return_lpips=True).items()
               if accepted is None or k in accepted}
     return lambda images: module(images, **kwargs)
 
@@ -156,7 +162,7 @@ def project(G, target: torch.Tensor, *, detector, num_steps: int = 1000, w_plus:
                          f'[{G.img_channels}, {G.img_resolution}, {G.img_resolution}]')
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     c = torch.zeros([1, G.c_dim], device=device) if c is None else c.to(device)
-    features = _feature_fn(detector)
+    features = _feature_fn(detector, G.img_resolution)
     gen = torch.Generator(device=device).manual_seed(seed)
 
     w_avg, w_std = w_statistics(G, c, w_avg_samples, device)

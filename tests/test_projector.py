@@ -90,7 +90,6 @@ def test_noise_regularization_against_numpy():
     assert float(projector.noise_regularization([smooth])) > 50 * float(projector.noise_regularization([torch.from_numpy(maps[0])]))
 
 
-@pytest.mark.slow
 def test_projection_of_a_generated_image_gets_close():
     G = _tiny_G()
     target, w_true = _target(G)
@@ -129,6 +128,15 @@ def test_projection_in_w_plus_and_seed_determinism():
     assert a.dist[-1] < a.dist[0]
     # W+: the layers move apart.
     assert not torch.allclose(a.w[0, 0], a.w[0, -1])
+    # A 16x16 network is below VGG16's smallest input: the detector is asked to resize.
+    seen = []
+
+    class Recording(StandInVGG):
+        def forward(self, img, resize_images: bool = True, return_lpips: bool = False):
+            seen.append((resize_images, return_lpips))
+            return super().forward(img, resize_images, return_lpips)
+    projector.project(G, target, detector=Recording(), num_steps=2, w_avg_samples=10)
+    assert set(seen) == {(True, True)}
     with pytest.raises(ValueError, match='this network needs'):
         projector.project(G, target[:, :8], detector=StandInVGG(), num_steps=1, w_avg_samples=10)
 
