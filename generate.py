@@ -13,7 +13,12 @@ Examples:
 
 \b
   # A looping interpolation video through seeds 0,5,9 (60 frames per transition):
-  python generate.py --network=net.pkl --seeds=0,5,9 --video --frames=60 --outdir=out
+  python generate.py --network=net.pkl --seeds=0,5,9 --video=1 --frames=60 --outdir=out
+
+\b
+  # A GIF of a 4x2 grid moving through 5 keyframe grids (seeds 0-7, 8-15, ...), pausing on each:
+  python generate.py --network=net.pkl --seeds=0-39 --grid=4x2 --video=1 --video-format=gif \\
+      --frames=20 --hold=5 --fps=20 --outdir=out
 
 \b
   # Images from projected latents (.npz with array w of shape [N, num_ws, w_dim]):
@@ -35,6 +40,7 @@ import torch
 
 import dnnlib
 from metrics import metric_utils
+from torch_utils import cli
 
 # ---------------------------------------------------------------------------------------
 # Argument parsing.
@@ -102,6 +108,15 @@ def parse_grid(text: str) -> Tuple[int, int]:
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
         raise ValueError(f'"{text}" is not of the form COLSxROWS, e.g. 4x2')
     return int(m.group(1)), int(m.group(2))
+
+
+class FiniteFloat(cli.FiniteFloatRange):
+    """Any finite float: cli.FiniteFloatRange without bounds, and without a range in --help."""
+
+    name = 'float'
+
+    def _describe_range(self) -> str:
+        return ''
 
 
 class _SeedsType(click.ParamType):
@@ -248,15 +263,67 @@ def read_projected_w(path: str) -> np.ndarray:
                                  param_hint='--projected-w') from None
 
 
-def iter_video_ws(key_ws: torch.Tensor, frames: int, loop: bool, batch: int) -> Iterator[torch.Tensor]:
-    """interpolate_ws(key_ws, frames, loop) in batches, one transition at a time."""
-    keys = torch.cat([key_ws, key_ws[:1]]) if loop else key_ws
+def video_frame_count(num_keys: int, frames: int, loop: bool, hold: int = 0) -> int:
+    """Frames of a video through `num_keys` keyframes: each keyframe is shown 1 + `hold`
+    times, each transition adds `frames` - 1 in-between frames; without `loop` the video
+    ends on the last keyframe."""
+    transitions = num_keys if loop else num_keys - 1
+    return transitions * (frames + hold) + (0 if loop else 1 + hold)
+
+
+def iter_video_frames(G, key_ws: torch.Tensor, frames: int, loop: bool, hold: int, noise_mode: str,
+                      batch: int, grid: Optional[Tuple[int, int]] = None) -> Iterator[np.ndarray]:
+    """The HWC uint8 frames of an interpolation video, made as they are consumed.
+
+    Args:
+        G: the generator.
+        key_ws: keyframe ws [K * cells, num_ws, w_dim]: keyframe k of cell i is row k * cells + i.
+        frames: frames per transition (the first is the keyframe itself).
+        loop: return from the last keyframe to the first.
+        hold: extra copies of each keyframe's image (a pause at every keyframe).
+        noise_mode: G's noise mode.
+        batch: images per synthesis call.
+        grid: (cols, rows) to tile cells = cols * rows interpolations into one frame; None: one cell.
+
+    Yields:
+        video_frame_count(K, frames, loop, hold) frames.
+    """
+    cols, rows = grid or (1, 1)
+    cells = cols * rows
+    keys = key_ws.reshape(-1, cells, *key_ws.shape[1:])          # [K, cells, num_ws, w_dim]
+    if loop:
+        keys = torch.cat([keys, keys[:1]])
+    # The schedule: (transition, t) per distinct frame, with the number of times it is shown.
+    schedule = []
     for i in range(keys.shape[0] - 1):
-        last = not loop and i == keys.shape[0] - 2
-        part = interpolate_ws(keys[i:i + 2], frames, loop=False)
-        part = part if last else part[:-1]
-        for j in range(0, part.shape[0], batch):
-            yield part[j:j + batch]
+        schedule += [(i, 0, 1 + hold)] + [(i, f, 1) for f in range(1, frames)]
+    if not loop:
+        schedule.append((keys.shape[0] - 2, frames, 1 + hold))
+    per_call = max(1, batch // cells)                             # Frames per synthesis call.
+    for s in range(0, len(schedule), per_call):
+        part = schedule[s:s + per_call]
+        ws = torch.cat([torch.lerp(keys[i], keys[i + 1], f / frames) for i, f, _ in part])
+        images = synthesize_ws(G, ws, noise_mode, batch)
+        images = images.reshape(len(part), cells, *images.shape[1:])
+        for (_i, _f, repeat), cell_images in zip(part, images):
+            frame = make_grid(cell_images, cols, rows) if cells > 1 else cell_images[0]
+            for _ in range(repeat):
+                yield frame
+
+
+VIDEO_FORMATS = ('mp4', 'gif')
+
+
+def video_writer_problem(video_format: str) -> Optional[str]:
+    """Why a video of this format cannot be written here (a missing package), or None."""
+    if video_format == 'mp4':
+        try:
+            import imageio  # pylint: disable=import-outside-toplevel,unused-import
+            import imageio_ffmpeg  # pylint: disable=import-outside-toplevel,unused-import
+        except ImportError as e:
+            return (f'an mp4 needs the packages imageio and imageio-ffmpeg ({e}); install them with '
+                    f'"pip install imageio imageio-ffmpeg", or write a GIF instead')
+    return None
 
 
 def write_video(frames, path: str, fps: int) -> None:
@@ -277,6 +344,31 @@ def write_video(frames, path: str, fps: int) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_gif(frames, path: str, fps: int) -> int:
+    """Writes HWC uint8 frames to a looping GIF with PIL, atomically; returns the frame count.
+
+    GIF stores frame durations in hundredths of a second, so the frame time is 1/fps rounded
+    to 10 ms (at least 20 ms, the shortest delay viewers honour). PIL keeps the frames in
+    memory until the file is written.
+    """
+    duration = max(20, int(round(100 / fps)) * 10)
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError('a GIF needs at least one frame') from None
+
+    def to_pil(frame: np.ndarray) -> PIL.Image.Image:
+        return PIL.Image.fromarray(frame[:, :, 0], 'L') if frame.shape[2] == 1 else PIL.Image.fromarray(frame, 'RGB')
+
+    rest = [to_pil(f) for f in it]
+    with dnnlib.atomic_write(path, 'wb') as f:
+        # disposal=1 and optimize=False keep every frame whole: identical neighbours are not merged.
+        to_pil(first).save(f, format='GIF', save_all=True, append_images=rest, duration=duration, loop=0,
+                           optimize=False, disposal=1)
+    return 1 + len(rest)
 
 
 def load_checked_network(network: str, keys=('G_ema',)):
@@ -344,43 +436,52 @@ MAX_VIDEO_KEYFRAMES = 10_000
 @click.command(help=__doc__)
 @click.option('--network', 'network', metavar='PATH|URL', required=True, help='Network pickle (local file or URL)')
 @click.option('--seeds', type=_SeedsType(), help='Seeds: a list and/or ranges, e.g. 0-3,10,20-22')
-@click.option('--trunc', 'psi', type=float, default=1, show_default=True, help='Truncation psi (1 = none, 0 = the average image)')
+@click.option('--trunc', 'psi', type=FiniteFloat(), default=1, show_default=True, help='Truncation psi (1 = none, 0 = the average image)')
 @click.option('--trunc-cutoff', 'cutoff', type=click.IntRange(min=0), default=None, help='Truncate only the first N ws (default: all)')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (required for conditional networks)')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs: const is deterministic')
 @click.option('--outdir', metavar='DIR', required=True, help='Where to save the output')
-@click.option('--grid', type=_GridType(), default=None, help='Save one COLSxROWS grid of the seeds instead of one image per seed')
-@click.option('--video', is_flag=True, help='Save a latent-interpolation video through the seeds (mp4)')
+@click.option('--grid', type=_GridType(), default=None, help='Save one COLSxROWS grid of the seeds instead of one image per seed; with --video, a grid of COLS*ROWS interpolations')
+@click.option('--video', **cli.BOOL, help='Save a latent-interpolation video through the seeds')
+@click.option('--video-format', type=click.Choice(VIDEO_FORMATS), default='mp4', show_default=True, help='Video: mp4 (H.264, needs imageio-ffmpeg) or gif (PIL)')
 @click.option('--frames', type=click.IntRange(min=1), default=60, show_default=True, help='Video: frames per transition')
+@click.option('--hold', type=click.IntRange(min=0), default=0, show_default=True, help='Video: extra frames that pause on each keyframe')
 @click.option('--fps', type=click.IntRange(min=1), default=30, show_default=True, help='Video: frames per second')
-@click.option('--loop/--no-loop', default=True, show_default=True, help='Video: return to the first seed at the end')
+@click.option('--loop', **{**cli.BOOL, 'default': True}, help='Video: return to the first seed at the end')
+@click.option('--no-loop', 'no_loop', is_flag=True, hidden=True, help='Same as --loop=0 (older spelling)')
 @click.option('--projected-w', metavar='NPZ', default=None, help='Generate from projected latents: .npz with w [N, num_ws, w_dim]')
 @click.option('--batch', type=click.IntRange(min=1), default=8, show_default=True, help='Images per forward pass')
-@click.option('--device', default=None, help='cpu, cuda or cuda:N (default: cuda when available)')
-def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video, frames, fps, loop, projected_w, batch, device):
-    modes = [m for m, on in [('--grid', grid is not None), ('--video', video), ('--projected-w', projected_w is not None)] if on]
+@cli.device_option()
+def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video, video_format, frames, hold, fps,
+         loop, no_loop, projected_w, batch, device):
+    loop = loop and not no_loop
+    modes = [m for m, on in [('--grid', grid is not None and not video), ('--video', video),
+                             ('--projected-w', projected_w is not None)] if on]
     if len(modes) > 1:
         raise click.UsageError(f'{" and ".join(modes)} cannot be combined')
     if projected_w is None and not seeds:
         raise click.UsageError('--seeds is required (unless --projected-w is given)')
     if projected_w is not None and seeds:
         raise click.UsageError('--seeds and --projected-w cannot be combined')
-    if not math.isfinite(psi):
-        raise click.BadParameter(f'{psi} is not a finite number', param_hint='--trunc')
     if grid is not None and grid[0] * grid[1] > MAX_GRID_IMAGES:
         raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid has more than {MAX_GRID_IMAGES} cells', param_hint='--grid')
-    if video and len(seeds) > MAX_VIDEO_KEYFRAMES:
-        raise click.BadParameter(f'a video takes at most {MAX_VIDEO_KEYFRAMES} seeds, got {len(seeds)}', param_hint='--seeds')
-    if grid is not None and len(seeds) != grid[0] * grid[1]:
-        raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid needs {grid[0] * grid[1]} seeds, got {len(seeds)}', param_hint='--grid')
-    if video and len(seeds) < 2:
-        raise click.BadParameter('a video needs at least two seeds', param_hint='--seeds')
-    try:
-        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    except RuntimeError as e:
-        raise click.BadParameter(str(e), param_hint='--device')
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu', param_hint='--device')
+    cells = grid[0] * grid[1] if grid is not None else 1
+    if video:
+        if len(seeds) % cells:
+            raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid video takes a multiple of {cells} seeds (one '
+                                     f'grid per keyframe), got {len(seeds)}', param_hint='--seeds')
+        if len(seeds) // cells > MAX_VIDEO_KEYFRAMES:
+            raise click.BadParameter(f'a video takes at most {MAX_VIDEO_KEYFRAMES} keyframes, got {len(seeds) // cells}',
+                                     param_hint='--seeds')
+        if len(seeds) // cells < 2:
+            raise click.BadParameter('a video needs at least two seeds' + (f' per grid cell ({2 * cells})' if cells > 1 else ''),
+                                     param_hint='--seeds')
+        problem = video_writer_problem(video_format)
+        if problem:
+            raise click.BadParameter(problem, param_hint='--video-format')
+    elif grid is not None and len(seeds) != cells:
+        raise click.BadParameter(f'a {grid[0]}x{grid[1]} grid needs {cells} seeds, got {len(seeds)}', param_hint='--grid')
+    device = cli.resolve_device(device)
 
     G = load_generator(network, device)
     make_outdir(outdir)
@@ -402,14 +503,16 @@ def main(network, seeds, psi, cutoff, class_idx, noise_mode, outdir, grid, video
     c = class_label(G, class_idx)
     if video:
         ws = seeds_to_ws(G, seeds, c, psi, cutoff, device, batch)  # Keyframes only.
-        path = os.path.join(outdir, f'video-seeds{seeds[0]}-{seeds[-1]}.mp4')
-        stream = (img for wb in iter_video_ws(ws, frames, loop, batch)
-                  for img in synthesize_ws(G, wb, noise_mode, batch))
+        path = os.path.join(outdir, f'video-seeds{seeds[0]}-{seeds[-1]}.{video_format}')
+        stream = iter_video_frames(G, ws, frames, loop, hold, noise_mode, batch, grid)
         try:
-            write_video(stream, path, fps)
+            if video_format == 'gif':
+                write_gif(stream, path, fps)
+            else:
+                write_video(stream, path, fps)
         except OSError as e:
             raise click.ClickException(f'cannot write {path}: {one_line(e)}') from None
-        click.echo(f'Saved {(len(seeds) - 1 + loop) * frames + (not loop)} frames to {path}')
+        click.echo(f'Saved {video_frame_count(len(seeds) // cells, frames, loop, hold)} frames to {path}')
         return
     if grid is not None:
         images = synthesize_ws(G, seeds_to_ws(G, seeds, c, psi, cutoff, device, batch), noise_mode, batch)

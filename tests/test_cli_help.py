@@ -9,7 +9,8 @@ import click
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = ['train', 'generate', 'calc_metrics', 'dataset_tool', 'select_backbone']
+TOOLS = ['train', 'generate', 'calc_metrics', 'dataset_tool', 'select_backbone', 'projector', 'style_mixing',
+         'rank_samples']
 
 
 @pytest.mark.parametrize('tool', TOOLS)
@@ -20,7 +21,7 @@ def test_every_option_has_help(tool):
     assert undocumented == [], f'{tool}.py options without help: {undocumented}'
 
 
-@pytest.mark.parametrize('tool', ['train', 'dataset_tool'])
+@pytest.mark.parametrize('tool', ['train', 'dataset_tool', 'projector'])
 def test_help_runs_as_a_script(tool):
     res = subprocess.run([sys.executable, f'{tool}.py', '--help'], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

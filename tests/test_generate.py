@@ -1,4 +1,4 @@
-"""generate.py: seeds, determinism, truncation, grids, videos, projected ws, bad arguments."""
+"""generate.py: seeds, determinism, truncation, grids, videos and GIFs, projected ws, bad arguments."""
 
 import os
 
@@ -149,6 +149,88 @@ def test_video_written_and_readable(pkl, tmp_path):
     assert frames[0].shape == (16, 16, 3)
 
 
+@pytest.mark.parametrize('keys, frames, loop, hold', [(3, 4, True, 0), (3, 4, False, 0), (2, 3, True, 2), (4, 1, False, 3)])
+def test_video_frame_schedule(pkl, keys, frames, loop, hold):
+    G = netfile.load_network(pkl, keys=('G_ema',))['G_ema']
+    key_ws = torch.randn(keys, G.num_ws, G.w_dim)
+    out = list(generate.iter_video_frames(G, key_ws, frames, loop, hold, 'const', batch=3))
+    assert len(out) == generate.video_frame_count(keys, frames, loop, hold)
+    # Without holds the frames are those of interpolate_ws, whatever the batching.
+    ref = generate.synthesize_ws(G, generate.interpolate_ws(key_ws, frames, loop), 'const', 5)
+    if hold == 0:
+        np.testing.assert_array_equal(np.stack(out), ref)
+    # With holds, each keyframe is shown 1 + hold times in a row, then its transition follows.
+    key_img = generate.synthesize_ws(G, key_ws, 'const', keys)
+    for k in range(keys):
+        start = k * (frames + hold)
+        for j in range(1 + hold):
+            np.testing.assert_array_equal(out[start + j], key_img[k])
+    assert len(out) - keys * hold == len(ref)
+
+
+def test_grid_video_frames_tile_the_cells(pkl):
+    G = netfile.load_network(pkl, keys=('G_ema',))['G_ema']
+    key_ws = torch.randn(3 * 2, G.num_ws, G.w_dim)   # 3 keyframes of a 2x1 grid.
+    out = list(generate.iter_video_frames(G, key_ws, 4, True, 0, 'const', batch=5, grid=(2, 1)))
+    assert len(out) == 12 and out[0].shape == (16, 32, 3)
+    # Cell i of keyframe k is row k * cells + i; the first frame is keyframe 0, frame 4 keyframe 1.
+    keys_img = generate.synthesize_ws(G, key_ws, 'const', 6)
+    np.testing.assert_array_equal(out[0], generate.make_grid(keys_img[0:2], 2, 1))
+    np.testing.assert_array_equal(out[4], generate.make_grid(keys_img[2:4], 2, 1))
+    # Halfway between keyframes 1 and 2, cell 1 is the image of the midpoint of its own ws.
+    mid = generate.synthesize_ws(G, torch.lerp(key_ws[3:4], key_ws[5:6], 0.5), 'const', 1)[0]
+    np.testing.assert_array_equal(out[6][:, 16:], mid)
+
+
+def _gif_frames(path):
+    img = PIL.Image.open(path)
+    frames, durations = [], []
+    for k in range(img.n_frames):
+        img.seek(k)
+        frames.append(np.asarray(img.convert('RGB')))
+        durations.append(img.info['duration'])
+    return frames, durations, img.info.get('loop')
+
+
+@pytest.mark.parametrize('flags', [['--video'], ['--video=1'], ['--video', 'true']])
+def test_gif_written_with_expected_frames(pkl, tmp_path, flags):
+    out = str(tmp_path / 'g')
+    res = _run(['--network', pkl, '--seeds', '0,1,2', *flags, '--video-format', 'gif', '--frames', '4',
+                '--fps', '25', '--outdir', out, '--device', 'cpu'])
+    assert res.exit_code == 0, res.output
+    frames, durations, loop = _gif_frames(os.path.join(out, 'video-seeds0-2.gif'))
+    assert len(frames) == 12 and frames[0].shape == (16, 16, 3)
+    assert durations == [40] * 12 and loop == 0
+    # Close to the first keyframe's image (a GIF has at most 256 colours).
+    G = netfile.load_network(pkl, keys=('G_ema',))['G_ema']
+    key = generate.synthesize_ws(G, generate.seeds_to_ws(G, [0], torch.zeros([1, 0]), 1, None, 'cpu', 1), 'const', 1)[0]
+    assert np.abs(frames[0].astype(int) - key.astype(int)).mean() < 4
+
+
+def test_gif_grid_hold_and_no_loop(pkl, tmp_path):
+    out = str(tmp_path / 'g')
+    # Old spelling --no-loop still works; --loop=0 is the new one.
+    for loop_flag in (['--no-loop'], ['--loop=0']):
+        res = _run(['--network', pkl, '--seeds', '0-5', '--grid', '2x1', '--video', '--video-format', 'gif',
+                    '--frames', '3', '--hold', '2', '--fps', '10', '--outdir', out, '--device', 'cpu', *loop_flag])
+        assert res.exit_code == 0, res.output
+        assert f'Saved {generate.video_frame_count(3, 3, False, 2)} frames' in res.output   # 2*(3+2)+1+2 = 13
+        frames, durations, _ = _gif_frames(os.path.join(out, 'video-seeds0-5.gif'))
+        # Held frames are stored once with a longer duration (identical GIF frames are merged).
+        assert frames[0].shape == (16, 32, 3)
+        assert len(frames) == 7 and sum(durations) == 13 * 100
+        assert durations[0] == durations[3] == durations[6] == 300
+
+
+def test_mp4_without_its_writer_is_one_clear_error(pkl, tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'imageio_ffmpeg', None)  # Import fails as if not installed.
+    res = CliRunner().invoke(generate.main, ['--network', pkl, '--seeds', '0,1', '--video', '--outdir',
+                                             str(tmp_path / 'v'), '--device', 'cpu'])
+    assert res.exit_code != 0 and '--video-format' in res.output and 'imageio-ffmpeg' in res.output
+    assert not os.path.exists(tmp_path / 'v')
+
+
 def test_projected_w(pkl, tmp_path):
     G = netfile.load_network(pkl, keys=('G_ema',))['G_ema']
     w = np.random.RandomState(0).randn(2, G.num_ws, G.w_dim).astype(np.float32)
@@ -180,7 +262,11 @@ def test_conditional_network_needs_class(cond_pkl, pkl, tmp_path):
     (['--seeds', 'x'], 'neither a seed nor a range'),
     (['--seeds', '0-2', '--grid', '2x2'], 'needs 4 seeds'),
     (['--seeds', '0', '--video'], 'at least two seeds'),
-    (['--seeds', '0-3', '--grid', '2x2', '--video'], 'cannot be combined'),
+    (['--seeds', '0-3', '--projected-w', 'w.npz', '--video'], 'cannot be combined'),
+    (['--seeds', '0-3', '--grid', '2x2', '--video'], 'two seeds per grid cell'),
+    (['--seeds', '0-6', '--grid', '2x2', '--video=1'], 'multiple of 4 seeds'),
+    (['--seeds', '0', '--trunc', 'nan'], 'not a finite number'),
+    (['--seeds', '0', '--device', 'tpu'], '--device'),
     ([], '--seeds is required'),
     (['--seeds', '0', '--trunc-cutoff', '-1'], '--trunc-cutoff'),
 ])
