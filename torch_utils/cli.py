@@ -25,6 +25,11 @@ class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf (which pass its comparisons or overflow
     later, after outputs exist)."""
 
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return 'finite'
+        return super()._describe_range()
+
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
         if not math.isfinite(value):
