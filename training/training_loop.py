@@ -67,6 +67,18 @@ def ema_beta(cur_nimg: int, batch_size: int, ema_kimg: float, ema_rampup: Option
     return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
 
 
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """p_ema <- p.lerp(p_ema, beta) for every parameter (the established formula, bit for bit),
+    buffers copied; multi-tensor (foreach) ops, a few kernel launches instead of two per tensor."""
+    params_ema, params = list(G_ema.parameters()), list(G.parameters())
+    if params:
+        torch._foreach_copy_(params_ema, torch._foreach_lerp(params, params_ema, beta))
+    buffers_ema, buffers = list(G_ema.buffers()), list(G.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers_ema, buffers)
+
+
 def step_seed(random_seed: int, step: int, phase_idx: int, slot: int) -> int:
     """The RNG seed of one slot of one phase of one step (independent of ranks and resume)."""
     seq = np.random.SeedSequence([int(random_seed) % (1 << 32), int(step), int(phase_idx), int(slot)])
@@ -388,6 +400,27 @@ def _step_phase(phase: Phase, phase_idx: int, loss, rounds: List[Tuple[torch.Ten
     params = [(f'{mname}.{pname}', p) for mname, module in phase.modules
               for pname, p in module.named_parameters() if p.grad is not None]
     keys = sorted(term_flags)
+    if not distributed:
+        # One process: nothing to reduce, so no flatten and copy back; dividing each gradient
+        # in place gives the same bits as dividing the flat copy.
+        grad_list = [p.grad for _, p in params]
+        if num_slots != 1 and grad_list:
+            torch._foreach_div_(grad_list, float(num_slots))
+        finite = [torch.isfinite(g).all() for g in grad_list]
+        flags = torch.stack([term_flags[k] for k in keys]) if keys else torch.zeros([0], device=device)
+        verdict = torch.cat([flags, torch.stack(finite).float() if finite else torch.zeros([0], device=device)]).cpu()
+        if verdict[:len(keys)].sum() > 0:
+            bad = [k for k, v in zip(keys, verdict[:len(keys)].tolist()) if v > 0]
+            raise _non_finite(f'loss term {", ".join(bad)}', phase.name, batch_idx, cur_nimg)
+        for (name, _), ok in zip(params, verdict[len(keys):].tolist()):
+            if not ok:
+                raise _non_finite(f'gradient of {name}', phase.name, batch_idx, cur_nimg)
+        if params:
+            for opt in phase.opts:
+                opt.step()
+        if hasattr(loss, 'end_phase'):
+            loss.end_phase(phase.name, num_slots)
+        return
     flags = torch.stack([term_flags[k] for k in keys]) if keys else torch.zeros([0], device=device)
     flat = torch.cat([p.grad.flatten() for _, p in params] + [flags.to(device)])
     if distributed:
@@ -680,12 +713,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                         z_dim=G.z_dim, label_sampler=label_sampler, device=dev, distributed=distributed)
 
         # G_ema follows G with a half-life of ema_kimg; buffers are copied.
-        with torch.no_grad():
-            beta = ema_beta(cur_nimg, batch_size, c.ema_kimg, c.ema_rampup)
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
+        update_ema(G_ema, G, ema_beta(cur_nimg, batch_size, c.ema_kimg, c.ema_rampup))
 
         cur_nimg += batch_size
         batch_idx += 1
