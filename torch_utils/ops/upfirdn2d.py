@@ -212,6 +212,48 @@ def _check_kernel(device: torch.device) -> dict:
     return errors
 
 
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """Valid depthwise convolution with a constant filter, differentiable to any order.
+
+    The gradient of the filtering is the transposed filtering and vice versa, so both are
+    written as autograd functions of each other: a double backward (R1 through the resampling
+    filters of D) then stays two grouped convolutions, instead of PyTorch's generic
+    convolution double backward, which splits a grouped convolution into one convolution per
+    group (hundreds of small ones per layer). Same forward; gradients equal up to rounding.
+    """
+    if weight.requires_grad:
+        return F.conv2d(x, weight, groups=groups)
+    return _Depthwise.apply(x, weight, groups)
+
+
+class _Depthwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, groups):  # pylint: disable=arguments-differ
+        ctx.save_for_backward(weight)
+        ctx.groups = groups
+        return F.conv2d(x, weight, groups=groups)
+
+    @staticmethod
+    def backward(ctx, dy):  # pylint: disable=arguments-differ
+        weight, = ctx.saved_tensors
+        dx = _DepthwiseTransposed.apply(dy, weight, ctx.groups) if ctx.needs_input_grad[0] else None
+        return dx, None, None
+
+
+class _DepthwiseTransposed(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dy, weight, groups):  # pylint: disable=arguments-differ
+        ctx.save_for_backward(weight)
+        ctx.groups = groups
+        # A valid convolution shrinks by f - 1; its transpose grows by f - 1, back to the input size.
+        return F.conv_transpose2d(dy, weight, groups=groups)
+
+    @staticmethod
+    def backward(ctx, ddx):  # pylint: disable=arguments-differ
+        weight, = ctx.saved_tensors
+        return (_Depthwise.apply(ddx, weight, ctx.groups) if ctx.needs_input_grad[0] else None), None, None
+
+
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
     """Reference path with parsed arguments; only differentiable PyTorch ops."""
     n, c, h, w = x.shape
@@ -233,11 +275,10 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        weight = f[None, None].expand(c, 1, *f.shape)
-        x = F.conv2d(x, weight, groups=c)
+        x = _depthwise(x, f[None, None].expand(c, 1, *f.shape), c)
     else:
-        x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]), groups=c)
-        x = F.conv2d(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1), groups=c)
+        x = _depthwise(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]), c)
+        x = _depthwise(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1), c)
 
     # Decimation.
     if downx > 1 or downy > 1:
