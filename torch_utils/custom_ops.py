@@ -460,11 +460,87 @@ def try_get_plugin(module_name: str, sources: Sequence[str], headers: Optional[S
 
 
 def reset_state() -> None:
-    """Forgets loaded modules, failures and warnings of this process (for tests)."""
+    """Forgets loaded modules, failures, warnings and self-check verdicts of this process (for tests)."""
     _loaded.clear()
     _failed.clear()
     _warned.clear()
     _version_cache.clear()
+    for check in list(_self_checks):
+        check.reset()
+
+
+class CustomOpMismatchWarning(UserWarning):
+    """A compiled kernel disagreed with the reference implementation in its self-check."""
+
+
+_self_checks: List['KernelSelfCheck'] = []
+
+
+class KernelSelfCheck:
+    """Compares a compiled kernel with the reference once per process, before it is trusted.
+
+    `check(device)` runs the kernel and the reference on a small random input and returns the
+    largest relative error of each compared quantity (forward, gradients, second-order
+    gradients) as {name: error}. The first call of `passed` runs it; if any error exceeds
+    `tol` (or the check raises), one `CustomOpMismatchWarning` names the op, the quantity and
+    the error, and `passed` returns False for the rest of the process, so callers use the
+    reference. The verdict is kept per device.
+
+    Args:
+        op_name: Name of the op in the warning.
+        check: Callable(device) -> {quantity: relative error}.
+        tol: Largest acceptable relative error.
+    """
+
+    def __init__(self, op_name: str, check, tol: float = 1e-3):
+        self.op_name = op_name
+        self.check = check
+        self.tol = float(tol)
+        self._verdicts: Dict[str, bool] = {}
+        self._running = False
+        self._lock = threading.RLock()
+        _self_checks.append(self)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._verdicts.clear()
+
+    def passed(self, device: torch.device) -> bool:
+        """True when the kernel agreed with the reference on `device` (checked on first use)."""
+        key = str(device)
+        verdict = self._verdicts.get(key)
+        if verdict is not None:
+            return verdict
+        with self._lock:
+            if key in self._verdicts:
+                return self._verdicts[key]
+            if self._running:  # The check itself calls the kernel: let it through.
+                return True
+            self._running = True
+            try:
+                errors = {k: float(v) for k, v in self.check(device).items()}
+                bad = {k: v for k, v in errors.items() if not v <= self.tol}  # NaN counts as bad
+                reason = ', '.join(f'{k} relative error {v:.3g}' for k, v in bad.items())
+            except Exception as e:  # A crashing kernel is a failed check, not a failed run.
+                bad, reason = {'run': float('nan')}, f'{type(e).__name__}: {e}'
+            finally:
+                self._running = False
+            self._verdicts[key] = not bad
+            if bad:
+                warnings.warn(
+                    f'Custom op "{self.op_name}" disagrees with its reference implementation on {key} '
+                    f'({reason}; tolerance {self.tol:g}). The reference implementation is used for the '
+                    f'rest of this run. See docs/custom_ops.md.', CustomOpMismatchWarning, stacklevel=3)
+            return self._verdicts[key]
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max(max |want|, tiny), in float64 (NaN anywhere gives NaN)."""
+    got, want = got.detach().double(), want.detach().double()
+    if got.shape != want.shape:
+        return float('inf')
+    scale = max(float(want.abs().max()) if want.numel() else 0.0, 1e-30)
+    return float((got - want).abs().max()) / scale if want.numel() else 0.0
 
 
 class LazyPlugin:

@@ -266,6 +266,24 @@ class MappingNetwork(torch.nn.Module):
 # ---------------------------------------------------------------------------------------
 # Synthesis network.
 
+_demod_per_sample = False
+
+
+class per_sample_demodulation:  # pylint: disable=invalid-name
+    """Context manager: demodulation coefficients from the per-sample weights, summed in the
+    order of the established code, which makes forward and backward passes bit-identical to it
+    (for side-by-side verification, benchmarks/compare_established.py; slower)."""
+
+    def __enter__(self):
+        global _demod_per_sample  # pylint: disable=global-statement
+        self._prev, _demod_per_sample = _demod_per_sample, True
+        return self
+
+    def __exit__(self, *exc):
+        global _demod_per_sample  # pylint: disable=global-statement
+        _demod_per_sample = self._prev
+
+
 def modulated_conv2d(x: torch.Tensor,                  # Input [N, in, H, W].
                      weight: torch.Tensor,             # Shared weight [out, in, kh, kw].
                      styles: torch.Tensor,             # Per-sample input scales [N, in].
@@ -308,15 +326,20 @@ def modulated_conv2d(x: torch.Tensor,                  # Input [N, in, H, W].
                            / weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
 
-    # Per-sample weights and their demodulation coefficients.
+    # Demodulation coefficients (eq. 3): sum_{i,k} (s_i w_oik)^2 = sum_i s_i^2 sum_k w_oik^2,
+    # one [N, in] x [in, out] matmul instead of building the per-sample [N, out, in, kh, kw]
+    # weights (equal up to float rounding: the sum is taken in another order).
     w = None
     dcoefs = None
-    if demodulate or fused_modconv:
+    if demodulate and _demod_per_sample:
+        dcoefs = ((weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)).square().sum(dim=[2, 3, 4])
+                  + 1e-8).rsqrt()
+    elif demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, out]
+    if fused_modconv:
         w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [N, out, in, kh, kw]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, out]
-    if demodulate and fused_modconv:
-        w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
+        if demodulate:
+            w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
 
     if not fused_modconv:
         # Scale activations in, convolve with the shared weight, scale out (mathematically the

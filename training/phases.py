@@ -134,11 +134,14 @@ def _named(heads: Sequence[Any]) -> List[Tuple[str, Any]]:
 
 @torch.no_grad()
 def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
-    """G_ema <- G + beta * (G_ema - G) for parameters; buffers are copied."""
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
+    """p_ema <- p.lerp(p_ema, beta) for every parameter (the established formula, bit for bit),
+    buffers copied; multi-tensor (foreach) ops, a few kernel launches instead of two per tensor."""
+    params_ema, params = list(G_ema.parameters()), list(G.parameters())
+    if params:
+        torch._foreach_copy_(params_ema, torch._foreach_lerp(params, params_ema, beta))
+    buffers_ema, buffers = list(G_ema.buffers()), list(G.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers_ema, buffers)
 
 
 def _non_finite(what: str, phase: str, step: int, cur_nimg: int) -> NonFiniteError:
@@ -191,6 +194,26 @@ def step_phase(phase: Phase, phase_idx: int, loss, rounds: List[Tuple[torch.Tens
     params = [(f'{mname}.{pname}', p) for mname, module in phase.modules
               for pname, p in module.named_parameters() if p.grad is not None]
     keys = sorted(term_flags)
+    if not distributed:
+        # One process: nothing to reduce, so no flatten and copy back; dividing each gradient
+        # in place gives the same bits as dividing the flat copy.
+        grad_list = [p.grad for _, p in params]
+        if num_slots != 1 and grad_list:
+            torch._foreach_div_(grad_list, float(num_slots))
+        finite = [torch.isfinite(g).all() for g in grad_list]
+        flags = torch.stack([term_flags[k] for k in keys]) if keys else torch.zeros([0], device=device)
+        verdict = torch.cat([flags, torch.stack(finite).float() if finite else torch.zeros([0], device=device)]).cpu()
+        if verdict[:len(keys)].sum() > 0:
+            bad = [k for k, v in zip(keys, verdict[:len(keys)].tolist()) if v > 0]
+            raise _non_finite(f'loss term {", ".join(bad)}', phase.name, batch_idx, cur_nimg)
+        for (name, _), ok in zip(params, verdict[len(keys):].tolist()):
+            if not ok:
+                raise _non_finite(f'gradient of {name}', phase.name, batch_idx, cur_nimg)
+        if params:
+            for opt in phase.opts:
+                opt.step()
+        _end_phase(loss, phase.name, num_slots)
+        return
     flags = torch.stack([term_flags[k] for k in keys]) if keys else torch.zeros([0], device=device)
     flat = torch.cat([p.grad.flatten() for _, p in params] + [flags.to(device)])
     if distributed:
@@ -214,6 +237,10 @@ def step_phase(phase: Phase, phase_idx: int, loss, rounds: List[Tuple[torch.Tens
     if params:
         for opt in phase.opts:
             opt.step()
+    _end_phase(loss, phase.name, num_slots)
+
+
+def _end_phase(loss, phase_name: str, num_slots: int) -> None:
     end_phase = getattr(loss, 'end_phase', None)   # StyleGAN2Loss moves its running means here.
     if end_phase is not None:
-        end_phase(phase.name, num_slots)
+        end_phase(phase_name, num_slots)

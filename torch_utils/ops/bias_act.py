@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import dnnlib
+from torch_utils import custom_ops
 
 from . import bias_act_cuda
 
@@ -136,9 +137,50 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     dim, spec, alpha, gain, clamp = _resolve_args(x, b, dim, act, alpha, gain, clamp)
 
     # The extension is built on first use; when it cannot be, available() is False.
-    if impl == 'cuda' and x.device.type == 'cuda' and bias_act_cuda.available():
+    if impl == 'cuda' and _use_kernel(x.device):
         return bias_act_cuda.bias_act_cuda(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
     return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
+
+
+def _use_kernel(device: torch.device) -> bool:
+    """The kernel runs only on CUDA, when it built, and after it passed its self-check."""
+    return device.type == 'cuda' and bias_act_cuda.available() and self_check.passed(device)
+
+
+def _check_kernel(device: torch.device) -> dict:
+    """Relative errors of the kernel against the reference on a small random input: outputs,
+    gradients (x and b) and second-order gradients (x), for an activation with and without a
+    second derivative, with gain and clamp."""
+    gen = torch.Generator().manual_seed(123)
+    errors = {}
+    for act, clamp in (('lrelu', None), ('tanh', 0.8), ('linear', None)):
+        x0 = torch.randn([3, 5, 4, 6], generator=gen).to(device)
+        b0 = torch.randn([5], generator=gen).to(device)
+        dy = torch.randn([3, 5, 4, 6], generator=gen).to(device)
+        spec = activation_funcs[act]
+        clamp_value = -1.0 if clamp is None else float(clamp)
+        outs = []
+        for kernel in (True, False):
+            x = x0.clone().requires_grad_(True)
+            b = b0.clone().requires_grad_(True)
+            if kernel:
+                y = bias_act_cuda.bias_act_cuda(x, b, dim=1, act=act, alpha=float(spec.def_alpha),
+                                                gain=float(spec.def_gain), clamp=clamp_value)
+            else:
+                y = _bias_act_ref(x, b, 1, spec, float(spec.def_alpha), float(spec.def_gain), clamp_value)
+            dx, db = torch.autograd.grad((y * dy).sum(), [x, b], create_graph=True)
+            ddx = torch.zeros_like(x)
+            if dx.requires_grad:
+                ddx, = torch.autograd.grad(dx.square().sum(), [x], allow_unused=True)
+                ddx = torch.zeros_like(x) if ddx is None else ddx
+            outs.append((y, dx, db, ddx))
+        for name, got, want in zip(('forward', 'grad x', 'grad b', '2nd-order grad x'), *outs):
+            errors[f'{act} {name}'] = custom_ops.relative_error(got, want)
+    return errors
+
+
+# The kernel is compared with the reference the first time it would be used in a process.
+self_check = custom_ops.KernelSelfCheck('bias_act', _check_kernel)
 
 
 def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):

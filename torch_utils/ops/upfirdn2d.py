@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch_utils import custom_ops
+
 from . import upfirdn2d_cuda
 
 IntOrPair = Union[int, Sequence[int]]
@@ -173,11 +175,83 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 1, dow
                          'empty output')
 
     # The extension is built on first use; when it cannot be, available() is False.
-    if impl == 'cuda' and x.device.type == 'cuda' and upfirdn2d_cuda.available():
+    if impl == 'cuda' and _use_kernel(x.device):
         return upfirdn2d_cuda.upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1,
                                              pady0, pady1, flip_filter, float(gain))
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1,
                           flip_filter, gain)
+
+
+def _use_kernel(device: torch.device) -> bool:
+    """The kernel runs only on CUDA, when it built, and after it passed its self-check."""
+    return device.type == 'cuda' and upfirdn2d_cuda.available() and self_check.passed(device)
+
+
+def _check_kernel(device: torch.device) -> dict:
+    """Relative errors of the kernel against the reference on small random inputs (outputs and
+    gradients; the kernel's gradient is again the kernel, in the transposed configuration), for
+    upsampling, downsampling and plain filtering."""
+    gen = torch.Generator().manual_seed(321)
+    errors = {}
+    f = setup_filter([1, 3, 3, 1]).to(device)
+    cases = {'up2': (2, 1, (2, 1, 2, 1)), 'down2': (1, 2, (1, 1, 1, 1)), 'filter': (1, 1, (2, 1, 1, 2))}
+    for name, (up, down, (px0, px1, py0, py1)) in cases.items():
+        x0 = torch.randn([2, 3, 7, 9], generator=gen).to(device)
+        outs = []
+        for kernel in (True, False):
+            x = x0.clone().requires_grad_(True)
+            if kernel:
+                y = upfirdn2d_cuda.upfirdn2d_cuda(x, f, up, up, down, down, px0, px1, py0, py1, False, 1.0)
+            else:
+                y = _upfirdn2d_ref(x, f, up, up, down, down, px0, px1, py0, py1, False, 1.0)
+            dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(device)
+            dx, = torch.autograd.grad((y * dy).sum(), [x])
+            outs.append((y, dx))
+        for part, got, want in zip(('forward', 'grad x'), *outs):
+            errors[f'{name} {part}'] = custom_ops.relative_error(got, want)
+    return errors
+
+
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """Valid depthwise convolution with a constant filter, differentiable to any order.
+
+    The gradient of the filtering is the transposed filtering and vice versa, so both are
+    written as autograd functions of each other: a double backward (R1 through the resampling
+    filters of D) then stays two grouped convolutions, instead of PyTorch's generic
+    convolution double backward, which splits a grouped convolution into one convolution per
+    group (hundreds of small ones per layer). Same forward; gradients equal up to rounding.
+    """
+    if weight.requires_grad:
+        return F.conv2d(x, weight, groups=groups)
+    return _Depthwise.apply(x, weight, groups)
+
+
+class _Depthwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, groups):  # pylint: disable=arguments-differ
+        ctx.save_for_backward(weight)
+        ctx.groups = groups
+        return F.conv2d(x, weight, groups=groups)
+
+    @staticmethod
+    def backward(ctx, dy):  # pylint: disable=arguments-differ
+        weight, = ctx.saved_tensors
+        dx = _DepthwiseTransposed.apply(dy, weight, ctx.groups) if ctx.needs_input_grad[0] else None
+        return dx, None, None
+
+
+class _DepthwiseTransposed(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dy, weight, groups):  # pylint: disable=arguments-differ
+        ctx.save_for_backward(weight)
+        ctx.groups = groups
+        # A valid convolution shrinks by f - 1; its transpose grows by f - 1, back to the input size.
+        return F.conv_transpose2d(dy, weight, groups=groups)
+
+    @staticmethod
+    def backward(ctx, ddx):  # pylint: disable=arguments-differ
+        weight, = ctx.saved_tensors
+        return (_Depthwise.apply(ddx, weight, ctx.groups) if ctx.needs_input_grad[0] else None), None, None
 
 
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
@@ -201,11 +275,10 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        weight = f[None, None].expand(c, 1, *f.shape)
-        x = F.conv2d(x, weight, groups=c)
+        x = _depthwise(x, f[None, None].expand(c, 1, *f.shape), c)
     else:
-        x = F.conv2d(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]), groups=c)
-        x = F.conv2d(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1), groups=c)
+        x = _depthwise(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]), c)
+        x = _depthwise(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1), c)
 
     # Decimation.
     if downx > 1 or downy > 1:
@@ -285,3 +358,7 @@ def downsample2d(x: torch.Tensor, f: Optional[torch.Tensor], down: IntOrPair = 2
     pad = _add_pads(_parse_padding(padding), _downsample_pads(fw, fh, downx, downy))
     return upfirdn2d(x, f, down=[downx, downy], padding=pad, flip_filter=flip_filter,
                      gain=gain, impl=impl)
+
+
+# The kernel is compared with the reference the first time it would be used in a process.
+self_check = custom_ops.KernelSelfCheck('upfirdn2d', _check_kernel)
