@@ -37,7 +37,7 @@ import click
 import torch
 
 import dnnlib
-from torch_utils import distributed
+from torch_utils import cli, distributed
 from training import methods, presets, training_state
 
 ADA_PIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
@@ -416,18 +416,9 @@ def _resolve_data(value: str, flag: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Command line.
 
-_BOOL = dict(type=bool, is_flag=False, flag_value=True, default=False, show_default=True, metavar='BOOL')
-
-
-class FiniteFloatRange(click.FloatRange):
-    """click.FloatRange that also refuses nan and inf (which pass its comparisons or overflow
-    later, after the run directory exists)."""
-
-    def convert(self, value, param, ctx):
-        value = super().convert(value, param, ctx)
-        if not math.isfinite(value):
-            self.fail(f'{value} is not a finite number', param, ctx)
-        return value
+# The shared conventions of every tool (torch_utils/cli.py).
+_BOOL = cli.BOOL
+FiniteFloatRange = cli.FiniteFloatRange
 
 
 def method_options(fn):

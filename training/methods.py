@@ -232,6 +232,7 @@ class ConfigBuilder:
         self._transforms: List[Dict[str, Any]] = []
         self._terms: List[Dict[str, Any]] = []
         self._controllers: List[dnnlib.EasyDict] = []
+        self._roles: List[Optional[str]] = []
 
     def add_augment(self, spec: Dict[str, Any]) -> None:
         """Appends an augmentation to the stage in front of D (applied in order)."""
@@ -256,15 +257,12 @@ class ConfigBuilder:
         for other methods ('augment_p': the run's APA/ADA p)."""
         entry = dnnlib.EasyDict(spec, modules=list(modules))
         self._controllers.append(entry)
-        if role is not None:
-            entry_roles = self.facts.setdefault('controller_roles', {})
-            entry_roles[len(self._controllers) - 1] = role
+        self._roles.append(role)
         return entry
 
     def controllers(self, role: Optional[str] = None) -> List[dnnlib.EasyDict]:
         """The controllers added so far (with `role`: only those)."""
-        roles = self.facts.get('controller_roles', {})
-        return [ctrl for i, ctrl in enumerate(self._controllers) if role is None or roles.get(i) == role]
+        return [ctrl for ctrl, r in zip(self._controllers, self._roles) if role is None or r == role]
 
     def replace_controller(self, ctrl: Dict[str, Any], spec: Dict[str, Any]) -> None:
         """Gives a controller another rule (`spec`: class_name and arguments); it keeps the

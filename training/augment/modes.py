@@ -68,7 +68,7 @@ def describe(o: Dict[str, Any]) -> str:
     return desc
 
 
-def _controller(name: str, target: float, speed_kimg: float, ) -> Dict[str, Any]:
+def _controller(name: str, target: float, speed_kimg: float) -> Dict[str, Any]:
     return dict(class_name=CONTROLLER_CLASS, target=float(target), interval=ADAPT_INTERVAL,
                 speed_kimg=float(speed_kimg), name=name)
 
