@@ -67,3 +67,20 @@ def test_cudnn_benchmark_spellings(tmp_path, dataset):
         res = run_ok(['--outdir', tmp_path, '--data', dataset, '--dry-run'] + TINY + args)
         tree = json.loads(res.output[res.output.index('{'):res.output.rindex('}') + 1])
         assert tree['cudnn_benchmark'] is expected, args
+
+
+def test_detector_dir_is_searched_first(tmp_path, monkeypatch):
+    from metrics import detectors  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(dnnlib, 'open_url', lambda url, *a, **k: (_ for _ in ()).throw(OSError('offline')))
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    (tmp_path / 'dets').mkdir()
+    (tmp_path / 'dets' / 'inception-2015-12-05.pt').write_bytes(b'x')
+    assert detectors.ensure_official_detector('inception', str(tmp_path / 'dets')) == \
+        str(tmp_path / 'dets' / 'inception-2015-12-05.pt')
+    with pytest.raises(detectors.DetectorNotFoundError, match='--detector-dir'):
+        detectors.ensure_official_detector('vgg16', str(tmp_path / 'dets'))
+
+
+def test_resume_new_methods_needs_a_state_resume(tmp_path, dataset):
+    res = invoke(['--outdir', tmp_path, '--data', dataset, '--resume-new-methods=1'] + TINY)
+    assert res.exit_code == 2 and '--resume-new-methods' in res.output and not os.listdir(tmp_path)
