@@ -346,6 +346,13 @@ def test_lazy_regularization_phases_and_rescaling():
     assert [(p.name, p.interval) for p in both] == [('Gboth', 1), ('Dboth', 1)]
     assert both[0].opts[0].param_groups[0]['lr'] == 0.002
 
+    # Settings as JSON gives them back (training_options.json, --rerun): an int beta beside a
+    # float one, which Adam refuses unless both are made floats.
+    json_opt = dict(opt, betas=[0, 0.99])
+    both = tl.build_phases(G, D, json_opt, json_opt, G_reg_interval=None, D_reg_interval=None)
+    assert [type(b) for b in both[0].opts[0].param_groups[0]['betas']] == [float, float]
+    assert json_opt['betas'] == [0, 0.99]             # the caller's dict is left alone
+
 
 def test_reg_phases_run_on_their_intervals(tmp_path, dataset_zip):
     c = tiny_config(tmp_path / 'run', dataset_zip, batch_gpu=8, total_kimg=0.048, kimg_per_tick=0.048,

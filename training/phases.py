@@ -96,6 +96,7 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
         List of Phase.
     """
     phases: List[Phase] = []
+    G_opt_kwargs, D_opt_kwargs = _float_betas(G_opt_kwargs), _float_betas(D_opt_kwargs)
     # Optimizer settings: the trainable part's `opt_kwargs`, else its head's, else D's.
     head_modules = [(name, part, getattr(part, 'opt_kwargs', None) or getattr(h, 'opt_kwargs', None))
                     for head_name, h in _named(heads) for name, part in plugins.trainable_modules(h, head_name)]
@@ -104,9 +105,7 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
         extra, extra_opts, extra_names = [], [], []
         if prefix == 'D':
             for name, head, head_opt_kwargs in head_modules:
-                head_kwargs = dict(head_opt_kwargs or opt_kwargs)
-                if 'betas' in head_kwargs:  # JSON may give [0, 0.99]; Adam wants two floats.
-                    head_kwargs['betas'] = [float(b) for b in head_kwargs['betas']]
+                head_kwargs = _float_betas(head_opt_kwargs or opt_kwargs)
                 extra.append((name, head))
                 extra_opts.append(dnnlib.construct_class_by_name(params=head.parameters(), **head_kwargs))
                 extra_names.append(f'head_{name}')
@@ -121,6 +120,15 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
                                 [prefix] + extra_names))
             phases.append(Phase(f'{prefix}reg', [(prefix, net)], [opt], int(interval), [prefix]))
     return phases
+
+def _float_betas(opt_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of `opt_kwargs` with float betas: JSON gives [0, 0.99], and Adam refuses an int
+    beta beside a float one."""
+    out = dict(opt_kwargs)
+    if 'betas' in out:
+        out['betas'] = [float(b) for b in out['betas']]
+    return out
+
 
 def _named(heads: Sequence[Any]) -> List[Tuple[str, Any]]:
     out = []
