@@ -95,10 +95,11 @@ def run_case(data_path: str, args: argparse.Namespace, method: str, device: str,
 # Per-phase breakdown (--breakdown): the real loop, timed from outside.
 
 # Named configurations of the breakdown. 'issue' is the side-by-side config of
-# docs/performance.md (32x32, G skip / D resnet, cbase 4096, cmax 128, mapping 2, batch 32,
-# ADA bgc from p=0, fp32); 'demo' is `train.py --data demo --cfg cpu` (16x16 grayscale, APA).
+# docs/performance.md (32x32, G skip / D resnet, cbase 4096, cmax 128, z and w 512, mapping 2,
+# batch 32, ADA bgc from p=0, fp32: the parameter counts of benchmarks/speed_vs_established.py); 'demo' is `train.py --data demo --cfg cpu` (16x16 grayscale, APA).
 BREAKDOWN_CONFIGS: Dict[str, Dict[str, Any]] = {
-    'issue': dict(cfg='cpu', res=32, channels=3, batch=32, cbase=4096, cmax=128, method=dict(aug='ada')),
+    'issue': dict(cfg='cpu', res=32, channels=3, batch=32, cbase=4096, cmax=128, method=dict(aug='ada'),
+                  set=[('G_kwargs.z_dim', '512'), ('G_kwargs.w_dim', '512')]),
     'demo': dict(cfg='cpu', res=16, channels=1, batch=16, cbase=None, cmax=None, method=dict(aug='apa')),
 }
 PHASE_KEYS = ('Gmain', 'Greg', 'Dmain', 'Dreg', 'Gboth', 'Dboth')
@@ -305,7 +306,7 @@ def run_breakdown(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         c.run_dir = os.path.join(tmp, 'run')
         c.image_snapshot_ticks = None
         c.network_snapshot_ticks = None
-        for key, value in (args.set or []):
+        for key, value in conf.get('set', []) + (args.set or []):
             _set_path(c, key, value)
         timer = PhaseTimer(device, warmup=args.warmup, flop_steps=not args.no_flops, profile_phase=args.profile,
                            profile_rows=args.profile_rows)

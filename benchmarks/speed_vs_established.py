@@ -1,0 +1,168 @@
+"""Training speed of our phases against NVIDIA's stylegan2-ada-pytorch, side by side.
+
+    python benchmarks/speed_vs_established.py --established path/to/stylegan2-ada-pytorch
+    python benchmarks/speed_vs_established.py --established ... --steps 32 --threads 1 --json out.json
+
+Both sides run in one process on the same machine, with the same config, the same weights
+and the same inputs: the config of the training-speed comparison (32x32 RGB, G skip / D
+resnet, channel_base 4096, channel_max 128, z and w 512, mapping 2, batch 32, minibatch-std
+group 4, R1 gamma 1 every 16 steps, path length weight 2 every 4 steps, style mixing 0.9,
+ADA bgc at p = 0, fp32). A step is what both training loops do per batch: G main, G reg
+(every 4th step), D main, D reg (every 16th step), each phase being zero_grad, the loss's
+forward and backward, and the Adam step. Ours runs through our loop's phase function (with
+its gradient checks), theirs as their loop writes it (nan_to_num on every gradient, then
+Adam). The sides alternate phase by phase (ours, theirs, ours, ...), so that a busy spell of
+a shared machine hits both.
+
+Prints, per phase, the median seconds of each side and their ratio, and the mean step over
+the lazy-regularisation schedule (G main + D main + G reg / 4 + D reg / 16) with the ratio
+theirs / ours: the whole-training speed-up. The established code is imported at run time
+from --established and only needs the CPU fallbacks it already has (its custom CUDA
+kernels are never built on the CPU).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_established import CPU, their_packages, load_sides  # noqa: E402
+
+RES, BATCH, WDIM = 32, 32, 512
+G_KWARGS = dict(z_dim=WDIM, w_dim=WDIM, c_dim=0, img_resolution=RES, img_channels=3,
+                mapping_kwargs=dict(num_layers=2),
+                synthesis_kwargs=dict(channel_base=4096, channel_max=128, num_fp16_res=0, conv_clamp=None))
+D_KWARGS = dict(c_dim=0, img_resolution=RES, img_channels=3, architecture='resnet', channel_base=4096,
+                channel_max=128, num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=4))
+LOSS_KWARGS = dict(r1_gamma=1.0, style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01)
+BGC = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1, brightness=1, contrast=1,
+           lumaflip=1, hue=1, saturation=1)
+G_REG, D_REG, LR = 4, 16, 0.0025
+PHASES = (('Gmain', 1, 1), ('Greg', G_REG, G_REG), ('Dmain', 1, 1), ('Dreg', D_REG, D_REG))  # name, gain, interval
+
+
+def build_sides(ours, theirs, established):
+    """(ours, theirs) as SimpleNamespace(name, run(phase_idx, name, step, real_img), params)."""
+    torch.manual_seed(0)
+    with their_packages(theirs):
+        tG = theirs.net.Generator(**G_KWARGS).train().requires_grad_(False)
+        tD = theirs.net.Discriminator(**D_KWARGS).train().requires_grad_(False)
+        sys.path.insert(0, established)
+        try:
+            their_augment = importlib.import_module('training.augment')
+        finally:
+            sys.path.remove(established)
+        t_aug = their_augment.AugmentPipe(**BGC).train().requires_grad_(False)
+    oG = ours.net.Generator(**G_KWARGS).train().requires_grad_(False)
+    oD = ours.net.Discriminator(**D_KWARGS).train().requires_grad_(False)
+    oG.load_state_dict(tG.state_dict())
+    oD.load_state_dict(tD.state_dict())
+    from training.augment.ada import AugmentPipe  # pylint: disable=import-outside-toplevel
+    o_aug = AugmentPipe(**BGC).train().requires_grad_(False)
+    for aug in (t_aug, o_aug):
+        aug.p.zero_()
+    opt_kwargs = dict(class_name='torch.optim.Adam', lr=LR, betas=[0, 0.99], eps=1e-8)
+    o_phases = {p.name: p for p in ours.loop.build_phases(oG, oD, dict(opt_kwargs), dict(opt_kwargs), G_REG, D_REG)}
+    o_loss = ours.loss.StyleGAN2Loss(CPU, oG, oD, augment_pipe=o_aug, **LOSS_KWARGS)
+    t_loss = theirs.loss.StyleGAN2Loss(CPU, tG.mapping, tG.synthesis, tD, augment_pipe=t_aug, **LOSS_KWARGS)
+    t_opts = {key: torch.optim.Adam(net.parameters(), lr=LR * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8)
+              for key, net, r in (('G', tG, G_REG / (G_REG + 1)), ('D', tD, D_REG / (D_REG + 1)))}
+
+    def run_ours(phase_idx, name, step, real_img):
+        ours.loop._step_phase(o_phases[name], phase_idx, o_loss, [(real_img, torch.zeros([BATCH, 0]))], rank=0,
+                              num_gpus=1, num_slots=1, random_seed=0, batch_idx=step, cur_nimg=step * BATCH,
+                              batch_gpu=BATCH, z_dim=WDIM, label_sampler=lambda n: torch.zeros([n, 0]),
+                              device=CPU, distributed=False)
+
+    def run_theirs(phase_idx, name, step, real_img):
+        # Their loop, one phase (training/training_loop.py): zero_grad, forward and backward,
+        # nan_to_num of every gradient, Adam.
+        net, opt = (tG, t_opts['G']) if name.startswith('G') else (tD, t_opts['D'])
+        gain = dict((p[0], p[1]) for p in PHASES)[name]
+        torch.manual_seed(step * 8 + phase_idx)
+        gen_z = torch.randn([BATCH, WDIM])
+        opt.zero_grad(set_to_none=True)
+        net.requires_grad_(True)
+        t_loss.accumulate_gradients(phase=name, real_img=real_img, real_c=torch.zeros([BATCH, 0]), gen_z=gen_z,
+                                    gen_c=torch.zeros([BATCH, 0]), sync=True, gain=gain)
+        net.requires_grad_(False)
+        for p in net.parameters():
+            if p.grad is not None:
+                theirs.misc.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+        opt.step()
+
+    return (SimpleNamespace(name='ours', run=run_ours, params=(_count(oG), _count(oD))),
+            SimpleNamespace(name='theirs', run=run_theirs, params=(_count(tG), _count(tD))))
+
+
+def _count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def measure(sides, steps, warmup):
+    """{side: {phase: [seconds]}} over `steps` steps of the lazy-regularisation schedule."""
+    times = {s.name: {p[0]: [] for p in PHASES} for s in sides}
+    for step in range(steps + warmup):
+        g = torch.Generator().manual_seed(step)
+        real_img = torch.rand([BATCH, 3, RES, RES], generator=g) * 2 - 1
+        # Warm-up runs every phase once; then each phase runs on its schedule.
+        for phase_idx, (name, _gain, interval) in enumerate(PHASES):
+            if step >= warmup and (step - warmup) % interval != 0:
+                continue
+            order = sides if step % 2 == 0 else sides[::-1]
+            for side in order:
+                t0 = time.perf_counter()
+                side.run(phase_idx, name, step, real_img)
+                dt = time.perf_counter() - t0
+                if step >= warmup:
+                    times[side.name][name].append(dt)
+    return times
+
+
+def summarise(times):
+    rows = {}
+    for side, phases in times.items():
+        med = {name: statistics.median(v) for name, v in phases.items() if v}
+        mean_step = sum(med[name] / interval for name, _gain, interval in PHASES if name in med)
+        rows[side] = dict(median=med, count={n: len(v) for n, v in phases.items()}, mean_step=mean_step)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--established', required=True, help='stylegan2-ada-pytorch checkout')
+    parser.add_argument('--steps', type=int, default=32, help='timed steps (multiple of 16 for whole schedules)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed steps running every phase')
+    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s)')
+    parser.add_argument('--json', default=None, help='also write the figures here')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    established = os.path.abspath(args.established)
+    ours, theirs = load_sides(established)
+    sides = build_sides(ours, theirs, established)
+    print(f'params G/D: ours {sides[0].params}, theirs {sides[1].params}; threads {torch.get_num_threads()}')
+    rows = summarise(measure(sides, args.steps, args.warmup))
+    o, t = rows['ours'], rows['theirs']
+    print(f'{"phase":8s} {"n":>3s} {"ours s":>9s} {"theirs s":>9s} {"theirs/ours":>12s}')
+    for name, _gain, _interval in PHASES:
+        if name in o['median']:
+            print(f'{name:8s} {o["count"][name]:3d} {o["median"][name]:9.3f} {t["median"][name]:9.3f} '
+                  f'{t["median"][name] / o["median"][name]:12.2f}')
+    print(f'{"step":8s} {"":3s} {o["mean_step"]:9.3f} {t["mean_step"]:9.3f} {t["mean_step"] / o["mean_step"]:12.2f}'
+          f'   (mean over the schedule: Gmain + Dmain + Greg/{G_REG} + Dreg/{D_REG})')
+    print(f'sec/kimg: ours {o["mean_step"] * 1000 / BATCH:.1f}, theirs {t["mean_step"] * 1000 / BATCH:.1f}')
+    if args.json:
+        with open(args.json, 'w', encoding='utf-8') as f:
+            json.dump(dict(rows=rows, threads=torch.get_num_threads(), steps=args.steps), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
