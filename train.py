@@ -516,6 +516,10 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
 @click.option('--mbstd-group', type=click.IntRange(min=1), default=None, help='Minibatch-std group size  [default: preset]')
 @click.option('--glr', type=FiniteFloatRange(min=0, min_open=True), default=None, help='G learning rate  [default: preset]')
 @click.option('--dlr', type=FiniteFloatRange(min=0, min_open=True), default=None, help='D learning rate  [default: preset]')
+@click.option('--pl-weight', type=FiniteFloatRange(min=0), default=None,
+              help='Path length regularisation weight, 0 = off  [default: preset; 2, cifar and cpu: 0]')
+@click.option('--style-mixing', type=click.FloatRange(min=0, max=1), default=None,
+              help='Style mixing probability  [default: preset; 0.9, cifar and cpu: 0]')
 # Performance.
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
               help='Where to train (auto: CUDA when available)')

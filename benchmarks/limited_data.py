@@ -67,7 +67,10 @@ DEFAULT_METHODS = 'noaug,apa,ada,diffaug,apa+ada,ada+insgen'
 # that a run of tens of kimg takes minutes on one CPU core. R1 gamma 1 and a batch of 16 at
 # lr 0.002: with gamma 0.01 a 100-image run collapsed to one shape, and a batch of 32 learnt
 # about half as fast per kimg (FID 672 vs 399 after 40 kimg on all digits, both gamma 1).
-DIGITS_OPTIONS = ['--cfg=cpu', '--cmax=32', '--batch=16', '--gamma=1', '--glr=0.002', '--dlr=0.002']
+# The setting of the recorded results (docs/limited_data.md): the cpu preset's network with
+# the StyleGAN2 defaults for path length and style mixing, batch 16 and lr 0.002.
+DIGITS_OPTIONS = ['--cfg=cpu', '--cmax=32', '--batch=16', '--gamma=1', '--glr=0.002', '--dlr=0.002',
+                  '--pl-weight=2', '--style-mixing=0.9']
 DIGITS_RESOLUTION = 16
 HELD_OUT = 1000   # Held-out reals and fakes scored per snapshot (at most).
 

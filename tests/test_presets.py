@@ -95,7 +95,11 @@ def test_named_preset_batch_per_gpu_follows_reference_gpus():
 
 def test_cpu_preset_is_small_and_fp32():
     c, desc = build(cfg='cpu', resolution=32)
-    assert c.batch_size == 16 and c.batch_gpu == 16
+    assert c.batch_size == 8 and c.batch_gpu == 8        # many cheap steps: the demo's recipe
+    assert c.G_opt_kwargs.lr == c.D_opt_kwargs.lr == 0.01
+    # No path length regularisation or style mixing, and no empty G reg phase.
+    assert c.loss_kwargs.pl_weight == 0 and c.loss_kwargs.style_mixing_prob == 0
+    assert c.G_reg_interval is None and c.D_reg_interval == 16
     assert c.G_kwargs.synthesis_kwargs.channel_max <= 128
     assert c.G_kwargs.synthesis_kwargs.num_fp16_res == 0 and c.G_kwargs.synthesis_kwargs.conv_clamp is None
     assert c.fp32 is True
@@ -328,3 +332,21 @@ def test_insgen_errors_name_the_flag(kw, flag):
     with pytest.raises(presets.ConfigError) as info:
         build(**kw)
     assert info.value.flag == flag
+
+
+def test_pl_weight_and_style_mixing_options():
+    # Switched back on for the cpu preset: path length runs lazily every 4 G steps again.
+    c, desc = build(cfg='cpu', pl_weight=2, style_mixing=0.9)
+    assert c.loss_kwargs.pl_weight == 2 and c.loss_kwargs.style_mixing_prob == 0.9
+    assert c.G_reg_interval == 4
+    assert desc == 'ffhq-cpu-pl2-mix0.9-apa'
+    # Switched off for paper256: the reg interval stays (as the established cifar config).
+    d, desc = build(cfg='paper256', pl_weight=0, style_mixing=0)
+    assert d.loss_kwargs.pl_weight == 0 and d.loss_kwargs.style_mixing_prob == 0
+    assert d.G_reg_interval == 4
+    assert desc == 'ffhq-paper256-pl0-mix0-apa'
+    assert build(cfg='cifar')[0].G_reg_interval == 4
+    for bad in (dict(pl_weight=-1), dict(style_mixing=1.5)):
+        with pytest.raises(presets.ConfigError) as e:
+            build(cfg='cpu', **bad)
+        assert e.value.flag == '--' + next(iter(bad)).replace('_', '-')

@@ -305,7 +305,7 @@ def test_two_processes_match_one(tmp_path, dataset):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one = newest_pickle(only_run_dir(str(tmp_path / 'g1')))
-    assert only_run_dir(str(tmp_path / 'g2')).endswith('-cpu-kimg0.016-batch4-apa')
+    assert only_run_dir(str(tmp_path / 'g2')).endswith('-cpu-kimg0.016-batch4-pl2-mix0.9-apa')
     assert len(os.listdir(str(tmp_path / 'tr'))) == 1          # one run directory for both ranks
     for other in ('g2', 'tr'):
         two = newest_pickle(only_run_dir(str(tmp_path / other)))

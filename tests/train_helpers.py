@@ -10,9 +10,11 @@ from click.testing import CliRunner
 import train
 from training.dataset import DatasetWriter
 
-# Tiny network and schedule: 2 ticks of 2 steps of 4 images, one snapshot at the end.
+# Tiny network and schedule: 2 ticks of 2 steps of 4 images, one snapshot at the end; path
+# length regularisation and style mixing on (the cpu preset has them off), so that every
+# phase and running mean of the StyleGAN2 loss takes part.
 TINY = ['--cfg=cpu', '--cbase=256', '--cmax=16', '--map=1', '--batch=4', '--kimg=0.016', '--tick=0.008',
-        '--snap=2', '--workers=0', '--metrics=none', '--device=cpu']
+        '--snap=2', '--workers=0', '--metrics=none', '--device=cpu', '--pl-weight=2', '--style-mixing=0.9']
 
 
 def write_blobs(path: str, num: int = 32, seed: int = 0, num_classes: Optional[int] = None) -> str:
