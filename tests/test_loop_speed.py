@@ -23,3 +23,25 @@ def test_update_ema_is_the_established_lerp_bit_for_bit():
     tl.update_ema(G_ema, G, 0.987)
     for a, b in zip(list(G_ema.parameters()) + list(G_ema.buffers()), list(want.parameters()) + list(want.buffers())):
         assert torch.equal(a, b)
+
+
+def test_seed_device_rng_draws_as_torch_manual_seed():
+    # The loop reseeds before every phase and slot; seeding only the CPU generator (and the
+    # device's on CUDA) must give the draws torch.manual_seed gives.
+    from training import phases
+    want, got = [], []
+    for seed in (0, 12345, 2 ** 62 + 7):
+        torch.manual_seed(seed)
+        want.append((torch.randn([5]), torch.randint(100, [3]), torch.rand([2])))
+        torch.manual_seed(seed + 1)  # something else in between
+        torch.randn([4])
+        phases.seed_device_rng(seed, torch.device('cpu'))
+        got.append((torch.randn([5]), torch.randint(100, [3]), torch.rand([2])))
+    for w, g in zip(want, got):
+        for a, b in zip(w, g):
+            assert torch.equal(a, b)
+    if torch.cuda.is_available():
+        phases.seed_device_rng(7, torch.device('cuda'))
+        a = torch.randn([5], device='cuda')
+        torch.manual_seed(7)
+        assert torch.equal(a, torch.randn([5], device='cuda'))

@@ -432,6 +432,23 @@ def test_fma_values_and_broadcast_gradients(shapes):
     assert torch.autograd.gradgradcheck(fma.fma, (a, b, c))
 
 
+def test_fma_broadcast_check_agrees_with_torch():
+    # The cheap shape check against torch.broadcast_shapes on every triple of small shapes.
+    shapes = [(), (1,), (3,), (2,), (1, 3), (2, 1), (2, 3), (3, 2), (4, 1, 3), (4, 2, 1), (1, 1, 1)]
+    checked = 0
+    for a in shapes:
+        for b in shapes:
+            for c in shapes:
+                try:
+                    torch.broadcast_shapes(a, b, c)
+                    want = True
+                except RuntimeError:
+                    want = False
+                assert fma._broadcastable(torch.Size(a), torch.Size(b), torch.Size(c)) == want, (a, b, c)
+                checked += want
+    assert 0 < checked < len(shapes) ** 3
+
+
 def test_fma_errors():
     with pytest.raises(ValueError, match=r'do not broadcast'):
         fma.fma(torch.ones(2, 3), torch.ones(4), torch.ones(1))

@@ -21,12 +21,21 @@ def fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     for name, t in (('a', a), ('b', b), ('c', c)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f'fma: {name} must be a torch.Tensor, got {type(t).__name__}')
-    try:
-        torch.broadcast_shapes(a.shape, b.shape, c.shape)
-    except RuntimeError as err:
+    if not _broadcastable(a.shape, b.shape, c.shape):
         raise ValueError(f'fma: shapes {tuple(a.shape)}, {tuple(b.shape)} and {tuple(c.shape)} '
-                         'do not broadcast') from err
+                         'do not broadcast')
     return _FusedMultiplyAdd.apply(a, b, c)
+
+
+def _broadcastable(*shapes: torch.Size) -> bool:
+    """Whether the shapes broadcast together: aligned from the right, every dimension holds
+    one size besides 1. (torch.broadcast_shapes goes through torch._refs, about 0.2 ms per
+    call on a CPU, more than the fused op itself at small sizes.)"""
+    for dim in range(1, max(len(s) for s in shapes) + 1):
+        sizes = {s[-dim] for s in shapes if len(s) >= dim} - {1}
+        if len(sizes) > 1:
+            return False
+    return True
 
 
 def _sum_to_shape(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
