@@ -48,9 +48,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # A tiny network that trains on two CPU cores in minutes (the demo and smoke tests).
     # Narrow channels and a short mapping network keep a step cheap; fp32 because float16
     # is much slower on CPUs; no metrics because the detectors are large downloads. Tuned
-    # on the 16x16 digits (docs/training.md, "The demo"): a step of this network costs
-    # mostly fixed per-operation overheads, so what counts in minutes is the number of
-    # steps: a batch of 8 at lr 0.01 without path length regularisation and style mixing
+    # on the 16x16 digits (docs/training.md, "The demo"): much of a step of this network is
+    # per-operation overhead, so what counts in minutes is the number of steps: a batch of
+    # 8 at lr 0.01 without path length regularisation and style mixing
     # (as the established cifar config) reached a domain FID of about 100 in 24 kimg, where
     # the former setting (batch 16, lr 0.002, both on) was near 800; R1 gamma 0.25 or less
     # diverged.
