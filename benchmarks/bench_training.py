@@ -95,12 +95,15 @@ def run_case(data_path: str, args: argparse.Namespace, method: str, device: str,
 # Per-phase breakdown (--breakdown): the real loop, timed from outside.
 
 # Named configurations of the breakdown. 'issue' is the side-by-side config of
-# docs/performance.md (32x32, G skip / D resnet, cbase 4096, cmax 128, z and w 512, mapping 2,
-# batch 32, ADA bgc from p=0, fp32: the parameter counts of benchmarks/speed_vs_established.py); 'demo' is `train.py --data demo --cfg cpu` (16x16 grayscale, APA).
+# docs/performance.md (32x32 one channel, G skip / D resnet, cbase 4096, cmax 128, z and w 512,
+# mapping 2, batch 32, path length and style mixing on, ADA bgc from p=0, fp32: G 2,283,275
+# and D 1,346,049 parameters, as benchmarks/speed_vs_established.py and the established code);
+# 'demo' is `train.py --data demo --cfg cpu` (16x16 grayscale, APA, batch 8).
 BREAKDOWN_CONFIGS: Dict[str, Dict[str, Any]] = {
-    'issue': dict(cfg='cpu', res=32, channels=3, batch=32, cbase=4096, cmax=128, method=dict(aug='ada'),
-                  set=[('G_kwargs.z_dim', '512'), ('G_kwargs.w_dim', '512')]),
-    'demo': dict(cfg='cpu', res=16, channels=1, batch=16, cbase=None, cmax=None, method=dict(aug='apa')),
+    'issue': dict(cfg='cpu', res=32, channels=1, batch=32, cbase=4096, cmax=128, method=dict(aug='ada'),
+                  set=[('G_kwargs.z_dim', '512'), ('G_kwargs.w_dim', '512'), ('loss_kwargs.pl_weight', '2'),
+                       ('loss_kwargs.style_mixing_prob', '0.9'), ('G_reg_interval', '4')]),
+    'demo': dict(cfg='cpu', res=16, channels=1, batch=8, cbase=None, cmax=None, method=dict(aug='apa')),
 }
 PHASE_KEYS = ('Gmain', 'Greg', 'Dmain', 'Dreg', 'Gboth', 'Dboth')
 

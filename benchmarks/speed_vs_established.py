@@ -35,11 +35,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare_established import CPU, their_packages, load_sides  # noqa: E402
 
-RES, BATCH, WDIM = 32, 32, 512
-G_KWARGS = dict(z_dim=WDIM, w_dim=WDIM, c_dim=0, img_resolution=RES, img_channels=3,
+RES, CHANNELS, BATCH, WDIM = 32, 1, 32, 512
+G_KWARGS = dict(z_dim=WDIM, w_dim=WDIM, c_dim=0, img_resolution=RES, img_channels=CHANNELS,
                 mapping_kwargs=dict(num_layers=2),
                 synthesis_kwargs=dict(channel_base=4096, channel_max=128, num_fp16_res=0, conv_clamp=None))
-D_KWARGS = dict(c_dim=0, img_resolution=RES, img_channels=3, architecture='resnet', channel_base=4096,
+D_KWARGS = dict(c_dim=0, img_resolution=RES, img_channels=CHANNELS, architecture='resnet', channel_base=4096,
                 channel_max=128, num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=4))
 LOSS_KWARGS = dict(r1_gamma=1.0, style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01)
 BGC = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1, brightness=1, contrast=1,
@@ -111,7 +111,7 @@ def measure(sides, steps, warmup):
     times = {s.name: {p[0]: [] for p in PHASES} for s in sides}
     for step in range(steps + warmup):
         g = torch.Generator().manual_seed(step)
-        real_img = torch.rand([BATCH, 3, RES, RES], generator=g) * 2 - 1
+        real_img = torch.rand([BATCH, CHANNELS, RES, RES], generator=g) * 2 - 1
         # Warm-up runs every phase once; then each phase runs on its schedule.
         for phase_idx, (name, _gain, interval) in enumerate(PHASES):
             if step >= warmup and (step - warmup) % interval != 0:

@@ -212,8 +212,10 @@ def _check_kernel(device: torch.device) -> dict:
     return errors
 
 
-def _depthwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """Valid depthwise convolution with a constant filter, differentiable to any order.
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, groups: int, stride: Tuple[int, int] = (1, 1),
+               padding: Tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Depthwise convolution with a constant filter, zero `padding` and `stride`,
+    differentiable to any order.
 
     The gradient of the filtering is the transposed filtering and vice versa, so both are
     written as autograd functions of each other: a double backward (R1 through the resampling
@@ -222,36 +224,54 @@ def _depthwise(x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tens
     group (hundreds of small ones per layer). Same forward; gradients equal up to rounding.
     """
     if weight.requires_grad:
-        return F.conv2d(x, weight, groups=groups)
-    return _Depthwise.apply(x, weight, groups)
+        return F.conv2d(x, weight, stride=stride, padding=padding, groups=groups)
+    return _Depthwise.apply(x, weight, groups, stride, padding)
 
 
 class _Depthwise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, groups):  # pylint: disable=arguments-differ
+    def forward(ctx, x, weight, groups, stride, padding):  # pylint: disable=arguments-differ
         ctx.save_for_backward(weight)
-        ctx.groups = groups
-        return F.conv2d(x, weight, groups=groups)
+        ctx.conf = (groups, stride, padding)
+        y = F.conv2d(x, weight, stride=stride, padding=padding, groups=groups)
+        # The transposed convolution must give back x's size: with a stride, several input
+        # sizes map to one output size; output_padding picks x's.
+        ctx.output_padding = tuple(x.shape[2 + i] - ((y.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                                     + weight.shape[2 + i]) for i in range(2))
+        return y
 
     @staticmethod
     def backward(ctx, dy):  # pylint: disable=arguments-differ
         weight, = ctx.saved_tensors
-        dx = _DepthwiseTransposed.apply(dy, weight, ctx.groups) if ctx.needs_input_grad[0] else None
-        return dx, None, None
+        dx = _DepthwiseTransposed.apply(dy, weight, *ctx.conf, ctx.output_padding) \
+            if ctx.needs_input_grad[0] else None
+        return dx, None, None, None, None
 
 
 class _DepthwiseTransposed(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dy, weight, groups):  # pylint: disable=arguments-differ
+    def forward(ctx, dy, weight, groups, stride, padding, output_padding):  # pylint: disable=arguments-differ
         ctx.save_for_backward(weight)
-        ctx.groups = groups
-        # A valid convolution shrinks by f - 1; its transpose grows by f - 1, back to the input size.
-        return F.conv_transpose2d(dy, weight, groups=groups)
+        ctx.conf = (groups, stride, padding)
+        return F.conv_transpose2d(dy, weight, stride=stride, padding=padding, output_padding=output_padding,
+                                  groups=groups)
 
     @staticmethod
     def backward(ctx, ddx):  # pylint: disable=arguments-differ
         weight, = ctx.saved_tensors
-        return (_Depthwise.apply(ddx, weight, ctx.groups) if ctx.needs_input_grad[0] else None), None, None
+        ddy = _Depthwise.apply(ddx, weight, *ctx.conf) if ctx.needs_input_grad[0] else None
+        return ddy, None, None, None, None, None
+
+
+def _split_padding(pad0: int, pad1: int, taps: int) -> Tuple[int, int, int]:
+    """(padding done by the convolution, explicit pads before, after) for one axis.
+
+    A convolution pads both sides alike; oneDNN's depthwise kernels stay on their fast path
+    up to (taps - 1) // 2, so at most that much moves into the convolution and the rest (or a
+    crop, for negative pads) is done with F.pad.
+    """
+    inner = max(min(pad0, pad1, (taps - 1) // 2), 0)
+    return inner, pad0 - inner, pad1 - inner
 
 
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
@@ -265,24 +285,29 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
         canvas[:, :, ::upy, ::upx] = x
         x = canvas
 
-    # Padding; constant-mode F.pad crops where a pad is negative.
-    if any([padx0, padx1, pady0, pady1]):
-        x = F.pad(x, [padx0, padx1, pady0, pady1])
-
     # Filtering: conv2d correlates, so flip the taps for a true convolution. Gain is folded
-    # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass.
+    # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass. Contiguous
+    # per-channel taps: with an expanded (stride-0) weight oneDNN reorders it on every call,
+    # up to a third of the filtering time at small sizes.
     f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
-    # Contiguous per-channel taps: with an expanded (stride-0) weight oneDNN reorders it on
-    # every call, up to a third of the filtering time at small sizes (same bits either way).
     if f.ndim == 2:
-        x = _depthwise(x, f[None, None].expand(c, 1, *f.shape).contiguous(), c)
-    else:
-        x = _depthwise(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]).contiguous(), c)
-        x = _depthwise(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1).contiguous(), c)
+        # One convolution that also pads (as far as its fast path allows) and decimates
+        # (stride): the same bits as padding, filtering every pixel and keeping every
+        # down-th, without the padded copy and the filtered pixels that are thrown away.
+        (ix, px0, px1), (iy, py0, py1) = _split_padding(padx0, padx1, f.shape[1]), \
+            _split_padding(pady0, pady1, f.shape[0])
+        if any([px0, px1, py0, py1]):
+            x = F.pad(x, [px0, px1, py0, py1])  # constant-mode F.pad crops where a pad is negative
+        return _depthwise(x, f[None, None].expand(c, 1, *f.shape).contiguous(), c, stride=(downy, downx),
+                          padding=(iy, ix))
 
-    # Decimation.
+    # Separable filter: pad, one pass per axis, decimate.
+    if any([padx0, padx1, pady0, pady1]):
+        x = F.pad(x, [padx0, padx1, pady0, pady1])
+    x = _depthwise(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]).contiguous(), c)
+    x = _depthwise(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1).contiguous(), c)
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
