@@ -318,10 +318,6 @@ def build(*,
             raise ConfigError('--gamma', f'must be non-negative, got {gamma}')
         c.loss_kwargs.r1_gamma = float(gamma)
         desc += f'-gamma{_g(gamma)}'
-    if pl_weight is not None:
-        desc += f'-pl{_g(pl)}'
-    if style_mixing is not None:
-        desc += f'-mix{_g(mixing)}'
     if kimg is not None:
         if not kimg > 0:
             raise ConfigError('--kimg', f'must be positive, got {kimg}')
@@ -333,6 +329,10 @@ def build(*,
         c.batch_size = int(batch)
         c.batch_gpu = int(batch // gpus)
         desc += f'-batch{batch}'
+    if pl_weight is not None:
+        desc += f'-pl{_g(pl)}'
+    if style_mixing is not None:
+        desc += f'-mix{_g(mixing)}'
     if batch_gpu is not None:
         if batch_gpu < 1:
             raise ConfigError('--batch-gpu', f'must be at least 1, got {batch_gpu}')
