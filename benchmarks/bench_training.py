@@ -68,7 +68,8 @@ def run_case(data_path: str, args: argparse.Namespace, method: str, device: str,
         data_path=data_path, data_name='bench', resolution=args.res, num_images=64, has_labels=False,
         cfg=args.cfg, gpus=1, batch=args.batch, batch_gpu=args.batch_gpu, kimg=args.tick * args.ticks,
         tick=args.tick, snap=10 ** 6, metrics=[], workers=args.workers, device=device, fp32=args.fp32,
-        cbase=args.cbase, cmax=args.cmax, **METHODS[method])
+        cbase=args.cbase, cmax=args.cmax, pl_weight=args.pl_weight, style_mixing=args.style_mixing,
+        **METHODS[method])
     c.run_dir = tempfile.mkdtemp(prefix=f'{method}-', dir=tmp)
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
@@ -407,6 +408,8 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument('--batch-gpu', type=int, default=None, help='micro-batch (default: batch)')
     parser.add_argument('--cbase', type=int, default=None, help='channel base (default: preset)')
     parser.add_argument('--cmax', type=int, default=None, help='maximum channels (default: preset)')
+    parser.add_argument('--pl-weight', type=float, default=None, help='path length weight (default: preset)')
+    parser.add_argument('--style-mixing', type=float, default=None, help='style mixing probability (default: preset)')
     parser.add_argument('--methods', default=','.join(METHODS), help=f'comma-separated from {", ".join(METHODS)}')
     parser.add_argument('--ticks', type=int, default=3, help='ticks per case (default: 3; the first is not timed)')
     parser.add_argument('--tick', type=float, default=0.064, help='kimg per tick (default: 0.064)')
