@@ -175,16 +175,21 @@ def state(side, what):
     return {what: side.G.mapping.w_avg.clone() if what == 'w_avg' else side.loss.pl_mean.clone()}
 
 
+def their_optimizers(G, D, lr, g_reg, d_reg):
+    """{'G': Adam, 'D': Adam} as their loop makes them: one per network, shared by its main and
+    reg phases, with lr and betas scaled by r = interval / (interval + 1) (lazy
+    regularisation, StyleGAN2 paper appendix B)."""
+    return {key: torch.optim.Adam(net.parameters(), lr=lr * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8)
+            for key, net, r in (('G', G, g_reg / (g_reg + 1)), ('D', D, d_reg / (d_reg + 1)))}
+
+
 def four_steps(ours, theirs, smp, rngs):
     o, t = build(ours, theirs, smp)
     opt_kwargs = dict(class_name='torch.optim.Adam', lr=0.0025, betas=[0, 0.99], eps=1e-8)
     phases = ours.loop.build_phases(o.G, o.D, dict(opt_kwargs), dict(opt_kwargs), G_REG, D_REG)
     if [(p.name, p.interval) for p in phases] != SEQUENCE:
         raise RuntimeError(f'build_phases gave {phases}, expected {SEQUENCE}')
-    # Their loop: one Adam per network, shared by its main and reg phases, with lr and betas
-    # scaled by r = interval / (interval + 1) (lazy regularisation, StyleGAN2 paper appendix B).
-    t_opts = {key: torch.optim.Adam(net.parameters(), lr=0.0025 * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8)
-              for key, net, r in (('G', t.G, G_REG / (G_REG + 1)), ('D', t.D, D_REG / (D_REG + 1)))}
+    t_opts = their_optimizers(t.G, t.D, 0.0025, G_REG, D_REG)
     # Every phase runs every step (not the interval schedule) so that the regularisers, with
     # their gains, take part in all 4 updates.
     for step in range(4):

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_established import CPU, their_packages, load_sides  # noqa: E402
+from compare_established import CPU, load_sides, their_optimizers, their_packages  # noqa: E402
 
 RES, CHANNELS, BATCH, WDIM = 32, 1, 32, 512
 G_KWARGS = dict(z_dim=WDIM, w_dim=WDIM, c_dim=0, img_resolution=RES, img_channels=CHANNELS,
@@ -72,8 +72,7 @@ def build_sides(ours, theirs, established):
     o_phases = {p.name: p for p in ours.loop.build_phases(oG, oD, dict(opt_kwargs), dict(opt_kwargs), G_REG, D_REG)}
     o_loss = ours.loss.StyleGAN2Loss(CPU, oG, oD, augment_pipe=o_aug, **LOSS_KWARGS)
     t_loss = theirs.loss.StyleGAN2Loss(CPU, tG.mapping, tG.synthesis, tD, augment_pipe=t_aug, **LOSS_KWARGS)
-    t_opts = {key: torch.optim.Adam(net.parameters(), lr=LR * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8)
-              for key, net, r in (('G', tG, G_REG / (G_REG + 1)), ('D', tD, D_REG / (D_REG + 1)))}
+    t_opts = their_optimizers(tG, tD, LR, G_REG, D_REG)
 
     def run_ours(phase_idx, name, step, real_img):
         ours.loop._step_phase(o_phases[name], phase_idx, o_loss, [(real_img, torch.zeros([BATCH, 0]))], rank=0,

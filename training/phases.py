@@ -135,6 +135,7 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: Dict[str,
             phases.append(Phase(f'{prefix}reg', [(prefix, net)], [opt], int(interval), [prefix]))
     return phases
 
+
 def _float_betas(opt_kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """A copy of `opt_kwargs` with float betas: JSON gives [0, 0.99], and Adam refuses an int
     beta beside a float one."""
