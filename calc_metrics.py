@@ -28,7 +28,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, metric_main
-from torch_utils import cli, distributed
+from torch_utils import cli, distributed, host_memory
 
 # ---------------------------------------------------------------------------------------
 # Work of one process.
@@ -42,6 +42,7 @@ def _print0(rank: int, *args) -> None:
 def subprocess_fn(rank: int, device: torch.device, args: dnnlib.EasyDict) -> None:
     """Computes every requested metric on one rank; rank 0 prints and records the results."""
     if device.type == 'cpu':
+        host_memory.keep_freed_host_memory()  # same bits, fewer page faults per batch
         # Ranks on the CPU share its cores instead of oversubscribing them (unless the user
         # fixed the thread count; with equal counts, N ranks reproduce 1 rank bit for bit).
         if not os.environ.get('OMP_NUM_THREADS'):

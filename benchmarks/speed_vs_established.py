@@ -3,16 +3,19 @@
     python benchmarks/speed_vs_established.py --established path/to/stylegan2-ada-pytorch
     python benchmarks/speed_vs_established.py --established ... --steps 32 --threads 1 --json out.json
 
-Both sides run in one process on the same machine, with the same config, the same weights
-and the same inputs: the config of the training-speed comparison (32x32 RGB, G skip / D
+Each side runs in its own worker process (as each would in its own training run), on the
+same machine, with the same config, the same weights and the same inputs: the config of the training-speed comparison (32x32 RGB, G skip / D
 resnet, channel_base 4096, channel_max 128, z and w 512, mapping 2, batch 32, minibatch-std
 group 4, R1 gamma 1 every 16 steps, path length weight 2 every 4 steps, style mixing 0.9,
 ADA bgc at p = 0, fp32). A step is what both training loops do per batch: G main, G reg
 (every 4th step), D main, D reg (every 16th step), each phase being zero_grad, the loss's
 forward and backward, and the Adam step. Ours runs through our loop's phase function (with
-its gradient checks), theirs as their loop writes it (nan_to_num on every gradient, then
-Adam). The sides alternate phase by phase (ours, theirs, ours, ...), so that a busy spell of
-a shared machine hits both.
+its gradient checks) in a process set up as our training loop sets up its own on the CPU
+(`torch_utils.host_memory`; `--no-keep-host-memory` leaves it out), theirs as their loop
+writes it (nan_to_num on every gradient, then Adam). The parent process tells the workers
+which phase to run, alternating phase by phase (ours, theirs, theirs, ours, ...), so that a
+busy spell of a shared machine hits both; one worker waits while the other runs.
+`--one-process` runs both sides in the benchmark's own process instead.
 
 Prints, per phase, the median seconds of each side and their ratio, and the mean step over
 the lazy-regularisation schedule (G main + D main + G reg / 4 + D reg / 16) with the ratio
@@ -24,6 +27,7 @@ kernels are never built on the CPU).
 import argparse
 import importlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -33,7 +37,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_established import CPU, load_sides, their_optimizers, their_packages  # noqa: E402
+from compare_established import CPU, _pop_packages, load_sides, their_optimizers, their_packages  # noqa: E402
 
 RES, CHANNELS, BATCH, WDIM = 32, 1, 32, 512
 G_KWARGS = dict(z_dim=WDIM, w_dim=WDIM, c_dim=0, img_resolution=RES, img_channels=CHANNELS,
@@ -105,24 +109,79 @@ def _count(net):
     return sum(p.numel() for p in net.parameters())
 
 
+def real_batch(step):
+    g = torch.Generator().manual_seed(step)
+    return torch.rand([BATCH, CHANNELS, RES, RES], generator=g) * 2 - 1
+
+
 def measure(sides, steps, warmup):
-    """{side: {phase: [seconds]}} over `steps` steps of the lazy-regularisation schedule."""
+    """{side: {phase: [seconds]}} over `steps` steps of the lazy-regularisation schedule.
+
+    A side is SimpleNamespace(name, time(phase_idx, name, step) -> seconds).
+    """
     times = {s.name: {p[0]: [] for p in PHASES} for s in sides}
     for step in range(steps + warmup):
-        g = torch.Generator().manual_seed(step)
-        real_img = torch.rand([BATCH, CHANNELS, RES, RES], generator=g) * 2 - 1
         # Warm-up runs every phase once; then each phase runs on its schedule.
         for phase_idx, (name, _gain, interval) in enumerate(PHASES):
             if step >= warmup and (step - warmup) % interval != 0:
                 continue
             order = sides if step % 2 == 0 else sides[::-1]
             for side in order:
-                t0 = time.perf_counter()
-                side.run(phase_idx, name, step, real_img)
-                dt = time.perf_counter() - t0
+                dt = side.time(phase_idx, name, step)
                 if step >= warmup:
                     times[side.name][name].append(dt)
     return times
+
+
+def _timed(run):
+    def time_phase(phase_idx, name, step):
+        real_img = real_batch(step)
+        t0 = time.perf_counter()
+        run(phase_idx, name, step, real_img)
+        return time.perf_counter() - t0
+    return time_phase
+
+
+def _worker(side_name, established, threads, keep_host_memory, conn):
+    """One side in its own process: builds both sides (same weights), keeps its own, runs phases on request."""
+    if side_name == 'ours' and keep_host_memory:
+        from torch_utils import host_memory  # pylint: disable=import-outside-toplevel
+        host_memory.keep_freed_host_memory()
+        _pop_packages()  # load_sides imports each side's packages afresh
+    if threads:
+        torch.set_num_threads(threads)
+    ours, theirs = load_sides(established)
+    sides = {s.name: s for s in build_sides(ours, theirs, established)}
+    side = sides[side_name]
+    del sides
+    time_phase = _timed(side.run)
+    conn.send(dict(params=side.params, threads=torch.get_num_threads()))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        conn.send(time_phase(*msg))
+    conn.close()
+
+
+class _WorkerSide:
+    def __init__(self, ctx, name, established, threads, keep_host_memory):
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(name, established, threads, keep_host_memory, child),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        info = self.conn.recv()
+        self.params, self.threads = info['params'], info['threads']
+
+    def time(self, phase_idx, name, step):
+        self.conn.send((phase_idx, name, step))
+        return self.conn.recv()
+
+    def close(self):
+        self.conn.send(None)
+        self.proc.join(timeout=60)
 
 
 def summarise(times):
@@ -141,14 +200,32 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=1, help='untimed steps running every phase')
     parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s)')
     parser.add_argument('--json', default=None, help='also write the figures here')
+    parser.add_argument('--one-process', action='store_true', help='run both sides in this process')
+    parser.add_argument('--no-keep-host-memory', dest='keep_host_memory', action='store_false',
+                        help='run ours without keeping freed host memory (as TORCH_UTILS_KEEP_HOST_MEMORY=0)')
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     established = os.path.abspath(args.established)
-    ours, theirs = load_sides(established)
-    sides = build_sides(ours, theirs, established)
-    print(f'params G/D: ours {sides[0].params}, theirs {sides[1].params}; threads {torch.get_num_threads()}')
-    rows = summarise(measure(sides, args.steps, args.warmup))
+    if args.one_process:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        ours, theirs = load_sides(established)
+        sides = [SimpleNamespace(name=s.name, time=_timed(s.run), params=s.params)
+                 for s in build_sides(ours, theirs, established)]
+        threads = torch.get_num_threads()
+        how = 'one process'
+    else:
+        ctx = multiprocessing.get_context('spawn')
+        sides = [_WorkerSide(ctx, name, established, args.threads, args.keep_host_memory)
+                 for name in ('ours', 'theirs')]
+        threads = sides[0].threads
+        how = 'one process per side' + ('' if args.keep_host_memory else ', ours without keep_freed_host_memory')
+    print(f'params G/D: ours {sides[0].params}, theirs {sides[1].params}; threads {threads}; {how}')
+    try:
+        rows = summarise(measure(sides, args.steps, args.warmup))
+    finally:
+        for side in sides:
+            if isinstance(side, _WorkerSide):
+                side.close()
     o, t = rows['ours'], rows['theirs']
     print(f'{"phase":8s} {"n":>3s} {"ours s":>9s} {"theirs s":>9s} {"theirs/ours":>12s}')
     for name, _gain, _interval in PHASES:
@@ -160,7 +237,7 @@ def main(argv=None):
     print(f'sec/kimg: ours {o["mean_step"] * 1000 / BATCH:.1f}, theirs {t["mean_step"] * 1000 / BATCH:.1f}')
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(dict(rows=rows, threads=torch.get_num_threads(), steps=args.steps), f, indent=1)
+            json.dump(dict(rows=rows, threads=threads, steps=args.steps, mode=how), f, indent=1)
 
 
 if __name__ == '__main__':

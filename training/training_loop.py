@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import misc, training_stats
+from torch_utils import host_memory, misc, training_stats
 from training import checkpoint, components, plugins, run_outputs, training_state
 from training.dataset import InfiniteSampler
 # The pieces that moved out of this file, under their old names.
@@ -121,6 +121,8 @@ def training_loop(
         torch.cuda.set_device(dev)
     else:
         dev = torch.device(device)
+    if dev.type == 'cpu':
+        host_memory.keep_freed_host_memory()  # Same bits, no page faults for each step's activations.
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
