@@ -528,6 +528,8 @@ MAX_KIMG = 1e9          # Ten thousand times a long StyleGAN2 run.
 @click.option('--allow-tf32', **_BOOL, help='Allow TF32 matrix multiplies and convolutions on Ampere and later')
 @click.option('--cudnn-benchmark', type=bool, default=True, show_default=True, metavar='BOOL',
               help='cuDNN benchmark mode (picks the fastest convolution algorithms)')
+@click.option('--compile', 'compile_nets', **_BOOL,
+              help='torch.compile G and D for the main phases (the regularisers run eagerly); not bit-equal to eager')
 @click.option('--nobench', **_BOOL, hidden=True, help='The established spelling of --cudnn-benchmark=0')
 @click.option('--workers', type=click.IntRange(min=0, max=256), default=None,
               help='DataLoader worker processes (0 = load in the training process)  [default: 3; cpu: 0]')

@@ -22,10 +22,11 @@ after that phase must still match.
 Prints a table and exits with status 1 if any check other than the documented 2-slot one is
 not bit-identical. The established code is only imported at run time from --established.
 
-Our modulated convolution takes its demodulation coefficients from one small matmul (equal up
-to float rounding, much faster); the checks run with `training.networks.per_sample_demodulation`,
-which sums them in the established order, so that everything else can be checked bit for bit.
-`--fast-demod` runs them with the default coefficients instead: then only float-tolerance
+Our modulated convolution takes its demodulation coefficients from one small matmul, and the
+reference upsampling of G's skip images is one strided transposed convolution (both equal up
+to float rounding, much faster); the checks run with `training.networks.established_numerics`,
+which sums both in the established order, so that everything else can be checked bit for bit.
+`--fast-demod` runs them with our default numerics instead: then only float-tolerance
 agreement is expected (gradients within ~1e-6 relative; Adam amplifies that in near-zero
 gradients over 4 steps).
 """
@@ -275,7 +276,7 @@ def main():
     if args.fast_demod:
         rows = run_checks(ours, theirs)
     else:
-        with ours.net.per_sample_demodulation():
+        with ours.net.established_numerics():
             rows = run_checks(ours, theirs)
     seconds = time.perf_counter() - start
     print_table(rows)

@@ -47,14 +47,14 @@ def test_modulated_conv2d_float32_close_and_second_order():
     assert torch.isfinite(gw).all() and gw.abs().sum() > 0
 
 
-def test_per_sample_demodulation_context_restores_and_differs_only_by_rounding():
+def test_established_numerics_context_restores_and_differs_only_by_rounding():
     from training import networks
     gen = torch.Generator().manual_seed(1)
     x = torch.randn([4, 32, 8, 8], generator=gen)
     weight = torch.randn([32, 32, 3, 3], generator=gen)
     styles = torch.randn([4, 32], generator=gen) + 1
     fast = modulated_conv2d(x, weight, styles, padding=1, fused_modconv=False)
-    with networks.per_sample_demodulation():
+    with networks.established_numerics():
         slow = modulated_conv2d(x, weight, styles, padding=1, fused_modconv=False)
         # The established order: coefficients of the explicitly built per-sample weights.
         w = weight.unsqueeze(0) * styles.reshape(4, 1, -1, 1, 1)

@@ -96,3 +96,59 @@ def test_filter_float32_gradient_is_the_generic_one_bit_for_bit():
         g1, = torch.autograd.grad(y1, [x], dy)
         g2, = torch.autograd.grad(_explicit(x, f, down, pads), [x], dy)
         assert torch.equal(g1, g2), (pads, down)
+
+
+def _canvas_definition(x, f, up, pads, gain):
+    """Zero insertion, pad (negative crops), filter every pixel: the upfirdn2d definition."""
+    (upx, upy), (px0, px1, py0, py1) = up, pads
+    n, c, h, w = x.shape
+    canvas = x.new_zeros([n, c, h * upy, w * upx])
+    canvas[:, :, ::upy, ::upx] = x
+    f2 = (f if f.ndim == 2 else f[:, None] * f[None, :]) * gain
+    weight = f2.flip([0, 1])[None, None].repeat(c, 1, 1, 1).to(x.dtype)
+    return F.conv2d(F.pad(canvas, [px0, px1, py0, py1]), weight, groups=c)
+
+
+UPSAMPLE_CASES = [  # (filter taps, separable, up [x, y], pads [x0, x1, y0, y1])
+    ([1, 3, 3, 1], False, [2, 2], [2, 1, 2, 1]),  # upsample2d's pads for G's skip images
+    ([1, 3, 3, 1], False, [2, 2], [0, 0, 3, 2]),
+    ([1, 3, 3, 1], False, [4, 2], [1, 3, 1, 2]),
+    ([1, 2], False, [2, 1], [1, 1, 0, 0]),
+    (list(range(1, 13)), True, [2, 2], [6, 5, 6, 5]),  # a 12-tap separable filter (ADA's wavelets)
+    ([1, 3, 3, 1], False, [2, 2], [4, 1, 2, 1]),  # leading pad beyond taps - 1: the canvas path
+    ([1, 3, 3, 1], False, [2, 2], [-1, 1, 2, -1]),  # a crop: the canvas path
+]
+
+
+def test_upsampling_without_canvas_matches_the_definition_to_second_order():
+    gen = torch.Generator().manual_seed(3)
+    for taps, separable, up, pads in UPSAMPLE_CASES:
+        f = upfirdn2d.setup_filter(taps, separable=separable).double()
+        assert f.ndim == (1 if separable else 2)
+        x = torch.randn([2, 3, 5, 6], generator=gen, dtype=torch.float64, requires_grad=True)
+        got = upfirdn2d.upfirdn2d(x, f, up=up, padding=pads, gain=4, impl='ref')
+        want = _canvas_definition(x, f, up, pads, gain=4)
+        assert got.shape == want.shape, (taps, up, pads)
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12), (taps, up, pads)
+        dy = torch.randn(got.shape, generator=gen, dtype=torch.float64)
+        g1, = torch.autograd.grad((got * dy).sum(), [x])
+        g2, = torch.autograd.grad((want * dy).sum(), [x])
+        assert torch.allclose(g1, g2, rtol=1e-12, atol=1e-12), (taps, up, pads)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1]).double()
+    assert torch.autograd.gradgradcheck(
+        lambda t: torch.tanh(upfirdn2d.upfirdn2d(t, f, up=2, padding=[2, 1, 2, 1], impl='ref')),
+        [torch.randn([1, 2, 4, 4], generator=gen, dtype=torch.float64, requires_grad=True)])
+
+
+def test_canvas_upsampling_context_gives_the_established_bits():
+    # float32: the transposed convolution differs from the canvas by rounding only; inside the
+    # context the reference is the canvas computation itself.
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn([8, 3, 16, 16], generator=gen)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    fast = upfirdn2d.upsample2d(x, f, impl='ref')
+    with upfirdn2d.canvas_upsampling():
+        exact = upfirdn2d.upsample2d(x, f, impl='ref')
+    assert not upfirdn2d._canvas_upsampling
+    assert torch.equal(exact, _canvas_definition(x, f, [2, 2], [2, 1, 2, 1], gain=4))
+    assert (fast - exact).abs().max() < 1e-5 * exact.abs().max()

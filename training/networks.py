@@ -269,19 +269,24 @@ class MappingNetwork(torch.nn.Module):
 _demod_per_sample = False
 
 
-class per_sample_demodulation:  # pylint: disable=invalid-name
-    """Context manager: demodulation coefficients from the per-sample weights, summed in the
-    order of the established code, which makes forward and backward passes bit-identical to it
-    (for side-by-side verification, benchmarks/compare_established.py; slower)."""
+class established_numerics:  # pylint: disable=invalid-name
+    """Context manager: the established code's order of summation where ours differs only by
+    rounding, which makes forward and backward passes bit-identical to it (for side-by-side
+    verification, benchmarks/compare_established.py; slower): demodulation coefficients from
+    the per-sample weights, and upsampling of the skip images through a zero-filled canvas
+    (`upfirdn2d.canvas_upsampling`)."""
 
     def __enter__(self):
         global _demod_per_sample  # pylint: disable=global-statement
         self._prev, _demod_per_sample = _demod_per_sample, True
+        self._canvas = upfirdn2d.canvas_upsampling()
+        self._canvas.__enter__()
         return self
 
     def __exit__(self, *exc):
         global _demod_per_sample  # pylint: disable=global-statement
         _demod_per_sample = self._prev
+        self._canvas.__exit__(*exc)
 
 
 def modulated_conv2d(x: torch.Tensor,                  # Input [N, in, H, W].

@@ -170,6 +170,7 @@ def build(*,
           nhwc: bool = False,
           allow_tf32: bool = False,
           nobench: bool = False,
+          compile_nets: bool = False,
           workers: Optional[int] = None,
           device: str = 'cpu',
           cbase: Optional[int] = None,
@@ -200,7 +201,7 @@ def build(*,
         batch, batch_gpu, gamma, kimg, tick, snap, seed, cond, subset, mirror, metrics,
             metricdata_path, freezed, fp32, nhwc, allow_tf32, nobench, workers, cbase,
             cmax, map_layers, mbstd_group, glr, dlr, pl_weight, style_mixing: The train.py
-            options of the same names
+            options of the same names; compile_nets: --compile
             (None = the preset's value).
         resume_pkl: Network pickle to start from (weights and augment p).
         resume_kimg: Image count (kimg) a network-pickle resume starts from.
@@ -403,6 +404,7 @@ def build(*,
     c.nhwc = bool(nhwc)
     c.cudnn_benchmark = not nobench
     c.allow_tf32 = bool(allow_tf32)
+    c.compile = bool(compile_nets)
     return c, desc
 
 

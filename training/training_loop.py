@@ -11,6 +11,7 @@ fakes_init.png, fakes<kimg>.png, network-snapshot-<kimg>.pkl, training-state-<ki
 (see training_state.py), metric-<name>.jsonl.
 """
 
+import contextlib
 import copy
 import os
 import time
@@ -21,7 +22,7 @@ import torch
 
 import dnnlib
 from torch_utils import host_memory, misc, training_stats
-from training import checkpoint, components, plugins, run_outputs, training_state
+from training import checkpoint, compiled_nets, components, plugins, run_outputs, training_state
 from training.dataset import InfiniteSampler
 # The pieces that moved out of this file, under their old names.
 from training.components import p_modules, resolve_module_path  # noqa: F401
@@ -79,6 +80,7 @@ def training_loop(
     resume_state: Optional[str] = None,       # Training state (file or run dir) to continue exactly.
     cudnn_benchmark: bool = True,
     allow_tf32: bool = False,
+    compile: bool = False,  # pylint: disable=redefined-builtin  # torch.compile for the main phases (compiled_nets.py).
     device: str = 'cpu',                      # 'cpu' or 'cuda'.
     fp32: bool = False,                       # Recorded; the network kwargs carry the precision.
     nhwc: bool = False,                       # Recorded; the network kwargs carry the layout.
@@ -193,6 +195,9 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                                           **(c.loss_kwargs or {}))
     phases = build_phases(G, D, c.G_opt_kwargs, c.D_opt_kwargs, c.G_reg_interval, c.D_reg_interval,
                           parts.table.of('loss_term'))
+    if c.get('compile'):
+        names = compiled_nets.compile_networks(G, D)
+        log(f'Compiling {", ".join(names)} on first use; the regularisation phases run eagerly.')
     opts_by_name = {}
     for phase in phases:
         for name, opt in zip(phase.opt_names, phase.opts):
@@ -252,9 +257,11 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         for phase_idx, phase in enumerate(phases):
             if batch_idx % phase.interval != 0:
                 continue
-            _step_phase(phase, phase_idx, loss, rounds, rank=rank, num_gpus=num_gpus, num_slots=num_slots,
-                        random_seed=c.random_seed, batch_idx=batch_idx, cur_nimg=cur_nimg, batch_gpu=batch_gpu,
-                        z_dim=G.z_dim, label_sampler=label_sampler, device=dev, distributed=distributed)
+            with compiled_nets.phase_context(phase.name) if c.get('compile') else contextlib.nullcontext():
+                _step_phase(phase, phase_idx, loss, rounds, rank=rank, num_gpus=num_gpus, num_slots=num_slots,
+                            random_seed=c.random_seed, batch_idx=batch_idx, cur_nimg=cur_nimg,
+                            batch_gpu=batch_gpu, z_dim=G.z_dim, label_sampler=label_sampler, device=dev,
+                            distributed=distributed)
 
         # G_ema follows G with a half-life of ema_kimg; buffers are copied.
         update_ema(G_ema, G, ema_beta(cur_nimg, batch_size, c.ema_kimg, c.ema_rampup))

@@ -274,16 +274,58 @@ def _split_padding(pad0: int, pad1: int, taps: int) -> Tuple[int, int, int]:
     return inner, pad0 - inner, pad1 - inner
 
 
+_canvas_upsampling = False
+
+
+class canvas_upsampling:  # pylint: disable=invalid-name
+    """Context manager: the reference upsamples through a zero-filled canvas, as the
+    established code does, which gives its bits (the strided transposed convolution used
+    otherwise sums the same products in another order: equal up to float rounding)."""
+
+    def __enter__(self):
+        global _canvas_upsampling  # pylint: disable=global-statement
+        self._prev, _canvas_upsampling = _canvas_upsampling, True
+        return self
+
+    def __exit__(self, *exc):
+        global _canvas_upsampling  # pylint: disable=global-statement
+        _canvas_upsampling = self._prev
+
+
+def _upsample_transposed(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1):
+    """Upsampling and filtering as one strided transposed convolution, or None.
+
+    Zero insertion followed by a convolution is what a transposed convolution with stride
+    `up` computes, without the canvas: it skips the zero products and the up^2 - 1 zero
+    pixels per input pixel (2-3x faster forward and backward on the CPU). It needs no
+    decimation and pads the transposed convolution can express: the leading pad at most
+    taps - 1, and the trailing one within up - 1 of it. `f` holds the correlation taps, so
+    the transposed convolution gets them flipped.
+    """
+    if _canvas_upsampling or downx != 1 or downy != 1 or f.requires_grad:
+        return None
+    taps_y, taps_x = (f.shape[0], f.shape[1]) if f.ndim == 2 else (f.shape[0], f.shape[0])
+    conf = []
+    for up, pad0, pad1, taps in ((upy, pady0, pady1, taps_y), (upx, padx0, padx1, taps_x)):
+        extra = up - 1 + pad1 - pad0  # output_padding: canvas columns after the last pixel
+        if not (0 <= pad0 <= taps - 1 and 0 <= extra < up):
+            return None
+        conf.append((up, taps - 1 - pad0, extra))
+    (sy, py, oy), (sx, px, ox) = conf
+    c = x.shape[1]
+    if f.ndim == 2:
+        w = f.flip([0, 1])[None, None].expand(c, 1, *f.shape).contiguous()
+        return _DepthwiseTransposed.apply(x, w, c, (sy, sx), (py, px), (oy, ox))
+    w = f.flip([0])
+    x = _DepthwiseTransposed.apply(x, w[None, None, None, :].expand(c, 1, 1, f.shape[0]).contiguous(), c,
+                                   (1, sx), (0, px), (0, ox))
+    return _DepthwiseTransposed.apply(x, w[None, None, :, None].expand(c, 1, f.shape[0], 1).contiguous(), c,
+                                      (sy, 1), (py, 0), (oy, 0))
+
+
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
     """Reference path with parsed arguments; only differentiable PyTorch ops."""
     n, c, h, w = x.shape
-
-    # Zero insertion: pixel (i, j) lands at (i * upy, j * upx) of an all-zero canvas, so
-    # every pixel is followed by up - 1 zeros (the slice assignment is differentiable).
-    if upx > 1 or upy > 1:
-        canvas = x.new_zeros([n, c, h * upy, w * upx])
-        canvas[:, :, ::upy, ::upx] = x
-        x = canvas
 
     # Filtering: conv2d correlates, so flip the taps for a true convolution. Gain is folded
     # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass. Contiguous
@@ -292,6 +334,17 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
+    if upx > 1 or upy > 1:
+        y = _upsample_transposed(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1)
+        if y is not None:
+            return y
+        # Otherwise zero insertion: pixel (i, j) lands at (i * upy, j * upx) of an all-zero
+        # canvas, so every pixel is followed by up - 1 zeros (the slice assignment is
+        # differentiable).
+        canvas = x.new_zeros([n, c, h * upy, w * upx])
+        canvas[:, :, ::upy, ::upx] = x
+        x = canvas
+
     if f.ndim == 2:
         # One convolution that also pads (as far as its fast path allows) and decimates
         # (stride): the same bits as padding, filtering every pixel and keeping every
