@@ -2,10 +2,13 @@
 
     python benchmarks/bench_ops.py                 # GPU if present, else CPU (reference only)
     python benchmarks/bench_ops.py --batch 8 --repeats 50
+    python benchmarks/bench_ops.py --device cpu --batch 32 --canvas   # reference: canvas vs no canvas
 
 Prints one row per case: milliseconds per call for the forward pass and for forward plus
 backward, for each implementation, and the speed-up of the CUDA kernels over the reference.
-On a machine without CUDA only the reference is timed.
+On a machine without CUDA only the reference is timed. `--canvas` adds the reference as the
+established code computes upsampling (through a zero-filled canvas, `upfirdn2d.canvas_upsampling`)
+and compares the reference with it instead of with the kernels.
 """
 
 import argparse
@@ -64,20 +67,33 @@ def _cases(batch: int):
     ]
 
 
+def _with_impl(op: Callable, impl: str) -> Callable:
+    """op(x, aux) for an implementation name: 'ref', 'cuda', or 'canvas' (the reference with
+    the established code's canvas upsampling)."""
+    if impl != 'canvas':
+        return lambda x, aux: op(x, aux, impl)
+
+    def canvas(x, aux):
+        with upfirdn2d.canvas_upsampling():
+            return op(x, aux, 'ref')
+    return canvas
+
+
 def bench(device: torch.device, dtype: torch.dtype, batch: int, repeats: int, impls: List[str]) -> List[dict]:
     """Times every case for each implementation; returns one dict per case."""
     rows = []
-    for name, make, op in _cases(batch):
+    for name, make, raw_op in _cases(batch):
         x, aux = make(device, dtype)
         row = dict(name=name, dtype=str(dtype).replace('torch.', ''))
         for impl in impls:
-            row[f'{impl}_fwd'] = time_ms(lambda: op(x, aux, impl), device, repeats)
+            op = _with_impl(raw_op, impl)
+            row[f'{impl}_fwd'] = time_ms(lambda: op(x, aux), device, repeats)
             xg = x.clone().requires_grad_(True)
             ag = aux.clone().requires_grad_(True) if name.startswith('bias_act') else aux
-            dy = torch.randn_like(op(x, aux, impl))
+            dy = torch.randn_like(op(x, aux))
 
             def fwd_bwd():
-                y = op(xg, ag, impl)
+                y = op(xg, ag)
                 y.backward(dy)
 
             row[f'{impl}_fwdbwd'] = time_ms(fwd_bwd, device, repeats)
@@ -97,7 +113,7 @@ def print_table(rows: List[dict], impls: List[str]) -> None:
         for phase in ('fwd', 'fwdbwd'):
             line += [f'{r[f"{impl}_{phase}"]:.3f}' for impl in impls]
             if len(impls) == 2:
-                line.append(f'{r[f"ref_{phase}"] / r[f"cuda_{phase}"]:.2f}x')
+                line.append(f'{r[f"{impls[0]}_{phase}"] / r[f"{impls[1]}_{phase}"]:.2f}x')
         lines.append(line)
     widths = [max(len(str(l[i])) for l in lines) for i in range(len(cols))]
     for i, l in enumerate(lines):
@@ -111,6 +127,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--device', default=None, help="'cuda' or 'cpu' (default: cuda when available)")
     parser.add_argument('--batch', type=int, default=None, help='batch size (default: 32 on GPU, 2 on CPU)')
     parser.add_argument('--repeats', type=int, default=None, help='timed calls per case (default: 30 on GPU, 3 on CPU)')
+    parser.add_argument('--canvas', action='store_true',
+                        help='time the reference against its canvas upsampling instead of the kernels')
     parser.add_argument('--dtypes', default=None, help="comma-separated, e.g. 'float32,float16' (default: both on GPU, float32 on CPU)")
     args = parser.parse_args(argv)
 
@@ -121,7 +139,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     dtypes = [getattr(torch, d) for d in (args.dtypes or ('float32,float16' if on_gpu else 'float32')).split(',')]
 
     impls = ['ref']
-    if not on_gpu:
+    if args.canvas:
+        impls = ['canvas', 'ref']
+    elif not on_gpu:
         print('CUDA is unavailable on this machine: timing the reference implementation only.')
     elif bias_act_cuda.available() and upfirdn2d_cuda.available():
         impls.append('cuda')

@@ -99,12 +99,16 @@ def run_case(data_path: str, args: argparse.Namespace, method: str, device: str,
 # docs/performance.md (32x32 one channel, G skip / D resnet, cbase 4096, cmax 128, z and w 512,
 # mapping 2, batch 32, path length and style mixing on, ADA bgc from p=0, fp32: G 2,283,275
 # and D 1,346,049 parameters, as benchmarks/speed_vs_established.py and the established code);
-# 'demo' is `train.py --data demo --cfg cpu` (16x16 grayscale, APA, batch 8).
+# 'demo' is `train.py --data demo --cfg cpu` (16x16 grayscale, APA, batch 8); 'paper256' the
+# preset of that name (256x256 RGB, ADA, float16 in the top resolutions) for GPU figures.
 BREAKDOWN_CONFIGS: Dict[str, Dict[str, Any]] = {
     'issue': dict(cfg='cpu', res=32, channels=1, batch=32, cbase=4096, cmax=128, method=dict(aug='ada'),
                   set=[('G_kwargs.z_dim', '512'), ('G_kwargs.w_dim', '512'), ('loss_kwargs.pl_weight', '2'),
                        ('loss_kwargs.style_mixing_prob', '0.9'), ('G_reg_interval', '4')]),
     'demo': dict(cfg='cpu', res=16, channels=1, batch=8, cbase=None, cmax=None, method=dict(aug='apa')),
+    # The paper256 preset at 256x256 RGB with ADA, mixed precision as the preset has it: for a GPU.
+    'paper256': dict(cfg='paper256', res=256, channels=3, batch=64, cbase=None, cmax=None, method=dict(aug='ada'),
+                     fp32=False),
 }
 PHASE_KEYS = ('Gmain', 'Greg', 'Dmain', 'Dreg', 'Gboth', 'Dboth')
 
@@ -305,7 +309,7 @@ def run_breakdown(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         c, _desc = presets.build(
             data_path=data, data_name='bench', resolution=conf['res'], num_images=64, has_labels=False,
             cfg=conf['cfg'], gpus=1, batch=batch, batch_gpu=args.batch_gpu, kimg=batch * args.steps / 1000,
-            tick=10 ** 6, snap=10 ** 6, metrics=[], workers=0, device=device, fp32=True,
+            tick=10 ** 6, snap=10 ** 6, metrics=[], workers=0, device=device, fp32=conf.get('fp32', True),
             cbase=conf['cbase'], cmax=conf['cmax'], **conf['method'])
         c.run_dir = os.path.join(tmp, 'run')
         c.image_snapshot_ticks = None
@@ -346,11 +350,21 @@ def _set_path(c, key: str, value: str) -> None:
     node[parts[-1]] = value
 
 
+def _peak_rss_gb() -> float:
+    """Largest resident size of this process so far (Linux reports KiB, macOS bytes)."""
+    try:
+        import resource  # pylint: disable=import-outside-toplevel
+    except ImportError:  # Windows
+        return float('nan')
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2 ** 30 if sys.platform == 'darwin' else 2 ** 20)
+
+
 def print_breakdown(r: Dict[str, Any]) -> None:
     steps = r['steps']
     n = len(steps)
     print(f'config={r["conf"]} batch={r["batch"]} G params={r["params"][0]:,} D params={r["params"][1]:,} '
-          f'timed steps={n} wall={r["wall"]:.1f}s')
+          f'timed steps={n} wall={r["wall"]:.1f}s peak RSS={_peak_rss_gb():.2f} GB')
     if not n:
         print('no timed steps: raise --steps or lower --warmup')
         return

@@ -21,7 +21,9 @@ Prints, per phase, the median seconds of each side and their ratio, and the mean
 the lazy-regularisation schedule (G main + D main + G reg / 4 + D reg / 16) with the ratio
 theirs / ours: the whole-training speed-up. The established code is imported at run time
 from --established and only needs the CPU fallbacks it already has (its custom CUDA
-kernels are never built on the CPU).
+kernels are never built on the CPU). With `--device cuda` both sides run on the GPU, each
+with its custom kernels where they build (theirs fall back to their reference ops with a
+warning where they do not); the timings then wait for the device.
 """
 
 import argparse
@@ -52,7 +54,7 @@ G_REG, D_REG, LR = 4, 16, 0.0025
 PHASES = (('Gmain', 1, 1), ('Greg', G_REG, G_REG), ('Dmain', 1, 1), ('Dreg', D_REG, D_REG))  # name, gain, interval
 
 
-def build_sides(ours, theirs, established):
+def build_sides(ours, theirs, established, device=CPU):
     """(ours, theirs) as SimpleNamespace(name, run(phase_idx, name, step, real_img), params)."""
     torch.manual_seed(0)
     with their_packages(theirs):
@@ -72,17 +74,20 @@ def build_sides(ours, theirs, established):
     o_aug = AugmentPipe(**BGC).train().requires_grad_(False)
     for aug in (t_aug, o_aug):
         aug.p.zero_()
+    for module in (tG, tD, t_aug, oG, oD, o_aug):
+        module.to(device)
     opt_kwargs = dict(class_name='torch.optim.Adam', lr=LR, betas=[0, 0.99], eps=1e-8)
     o_phases = {p.name: p for p in ours.loop.build_phases(oG, oD, dict(opt_kwargs), dict(opt_kwargs), G_REG, D_REG)}
-    o_loss = ours.loss.StyleGAN2Loss(CPU, oG, oD, augment_pipe=o_aug, **LOSS_KWARGS)
-    t_loss = theirs.loss.StyleGAN2Loss(CPU, tG.mapping, tG.synthesis, tD, augment_pipe=t_aug, **LOSS_KWARGS)
+    o_loss = ours.loss.StyleGAN2Loss(device, oG, oD, augment_pipe=o_aug, **LOSS_KWARGS)
+    t_loss = theirs.loss.StyleGAN2Loss(device, tG.mapping, tG.synthesis, tD, augment_pipe=t_aug, **LOSS_KWARGS)
+    no_labels = torch.zeros([BATCH, 0], device=device)
     t_opts = their_optimizers(tG, tD, LR, G_REG, D_REG)
 
     def run_ours(phase_idx, name, step, real_img):
-        ours.loop._step_phase(o_phases[name], phase_idx, o_loss, [(real_img, torch.zeros([BATCH, 0]))], rank=0,
+        ours.loop._step_phase(o_phases[name], phase_idx, o_loss, [(real_img, no_labels)], rank=0,
                               num_gpus=1, num_slots=1, random_seed=0, batch_idx=step, cur_nimg=step * BATCH,
                               batch_gpu=BATCH, z_dim=WDIM, label_sampler=lambda n: torch.zeros([n, 0]),
-                              device=CPU, distributed=False)
+                              device=device, distributed=False)
 
     def run_theirs(phase_idx, name, step, real_img):
         # Their loop, one phase (training/training_loop.py): zero_grad, forward and backward,
@@ -90,11 +95,11 @@ def build_sides(ours, theirs, established):
         net, opt = (tG, t_opts['G']) if name.startswith('G') else (tD, t_opts['D'])
         gain = dict((p[0], p[1]) for p in PHASES)[name]
         torch.manual_seed(step * 8 + phase_idx)
-        gen_z = torch.randn([BATCH, WDIM])
+        gen_z = torch.randn([BATCH, WDIM], device=device)
         opt.zero_grad(set_to_none=True)
         net.requires_grad_(True)
-        t_loss.accumulate_gradients(phase=name, real_img=real_img, real_c=torch.zeros([BATCH, 0]), gen_z=gen_z,
-                                    gen_c=torch.zeros([BATCH, 0]), sync=True, gain=gain)
+        t_loss.accumulate_gradients(phase=name, real_img=real_img, real_c=no_labels, gen_z=gen_z,
+                                    gen_c=no_labels, sync=True, gain=gain)
         net.requires_grad_(False)
         for p in net.parameters():
             if p.grad is not None:
@@ -109,9 +114,9 @@ def _count(net):
     return sum(p.numel() for p in net.parameters())
 
 
-def real_batch(step):
+def real_batch(step, device=CPU):
     g = torch.Generator().manual_seed(step)
-    return torch.rand([BATCH, CHANNELS, RES, RES], generator=g) * 2 - 1
+    return (torch.rand([BATCH, CHANNELS, RES, RES], generator=g) * 2 - 1).to(device)
 
 
 def measure(sides, steps, warmup):
@@ -133,28 +138,33 @@ def measure(sides, steps, warmup):
     return times
 
 
-def _timed(run):
+def _timed(run, device=CPU):
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+
     def time_phase(phase_idx, name, step):
-        real_img = real_batch(step)
+        real_img = real_batch(step, device)
+        sync()
         t0 = time.perf_counter()
         run(phase_idx, name, step, real_img)
+        sync()  # the phase's kernels, not just their launches
         return time.perf_counter() - t0
     return time_phase
 
 
-def _worker(side_name, established, threads, keep_host_memory, conn):
+def _worker(side_name, established, threads, keep_host_memory, device, conn):
     """One side in its own process: builds both sides (same weights), keeps its own, runs phases on request."""
-    if side_name == 'ours' and keep_host_memory:
+    device = torch.device(device)
+    if side_name == 'ours' and keep_host_memory and device.type == 'cpu':
         from torch_utils import host_memory  # pylint: disable=import-outside-toplevel
         host_memory.keep_freed_host_memory()
         _pop_packages()  # load_sides imports each side's packages afresh
     if threads:
         torch.set_num_threads(threads)
     ours, theirs = load_sides(established)
-    sides = {s.name: s for s in build_sides(ours, theirs, established)}
+    sides = {s.name: s for s in build_sides(ours, theirs, established, device)}
     side = sides[side_name]
     del sides
-    time_phase = _timed(side.run)
+    time_phase = _timed(side.run, device)
     conn.send(dict(params=side.params, threads=torch.get_num_threads()))
     while True:
         msg = conn.recv()
@@ -165,10 +175,10 @@ def _worker(side_name, established, threads, keep_host_memory, conn):
 
 
 class _WorkerSide:
-    def __init__(self, ctx, name, established, threads, keep_host_memory):
+    def __init__(self, ctx, name, established, threads, keep_host_memory, device):
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(name, established, threads, keep_host_memory, child),
+        self.proc = ctx.Process(target=_worker, args=(name, established, threads, keep_host_memory, device, child),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -201,6 +211,9 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch\'s)')
     parser.add_argument('--json', default=None, help='also write the figures here')
     parser.add_argument('--one-process', action='store_true', help='run both sides in this process')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'],
+                        help='cpu (default) or cuda (both sides build their CUDA kernels, or fall back to their '
+                             'reference ops where that fails)')
     parser.add_argument('--no-keep-host-memory', dest='keep_host_memory', action='store_false',
                         help='run ours without keeping freed host memory (as TORCH_UTILS_KEEP_HOST_MEMORY=0)')
     args = parser.parse_args(argv)
@@ -209,17 +222,19 @@ def main(argv=None):
         if args.threads:
             torch.set_num_threads(args.threads)
         ours, theirs = load_sides(established)
-        sides = [SimpleNamespace(name=s.name, time=_timed(s.run), params=s.params)
-                 for s in build_sides(ours, theirs, established)]
+        device = torch.device(args.device)
+        sides = [SimpleNamespace(name=s.name, time=_timed(s.run, device), params=s.params)
+                 for s in build_sides(ours, theirs, established, device)]
         threads = torch.get_num_threads()
         how = 'one process'
     else:
         ctx = multiprocessing.get_context('spawn')
-        sides = [_WorkerSide(ctx, name, established, args.threads, args.keep_host_memory)
+        sides = [_WorkerSide(ctx, name, established, args.threads, args.keep_host_memory, args.device)
                  for name in ('ours', 'theirs')]
         threads = sides[0].threads
         how = 'one process per side' + ('' if args.keep_host_memory else ', ours without keep_freed_host_memory')
-    print(f'params G/D: ours {sides[0].params}, theirs {sides[1].params}; threads {threads}; {how}')
+    print(f'params G/D: ours {sides[0].params}, theirs {sides[1].params}; device {args.device}; threads {threads}; '
+          f'{how}')
     try:
         rows = summarise(measure(sides, args.steps, args.warmup))
     finally:
@@ -237,7 +252,7 @@ def main(argv=None):
     print(f'sec/kimg: ours {o["mean_step"] * 1000 / BATCH:.1f}, theirs {t["mean_step"] * 1000 / BATCH:.1f}')
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(dict(rows=rows, threads=threads, steps=args.steps, mode=how), f, indent=1)
+            json.dump(dict(rows=rows, threads=threads, steps=args.steps, mode=how, device=args.device), f, indent=1)
 
 
 if __name__ == '__main__':
