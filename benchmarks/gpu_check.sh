@@ -7,17 +7,24 @@
 # (custom kernels against the reference, CUDA training and metrics paths), the kernels'
 # speed, the per-phase training breakdown of the paper256 preset at 256x256 (eager, then
 # --compile), and, given a checkout of the established code, the side-by-side phase timings
-# on the GPU. Each step has a time limit (seconds, STEP_LIMIT, default 900) and a failing
-# step does not stop the others; the exit status is that of the GPU tests.
+# on the GPU. Each step has a time limit (seconds, STEP_LIMIT, default 300) and a failing
+# step does not stop the others; the exit status is that of the GPU tests. ONLY="tests ops"
+# (step names: env tests ops paper256_eager paper256_compile issue_gpu side_by_side) runs
+# those steps alone, to split the checks over several runs.
 set -u
 OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [established checkout]}
 ESTABLISHED=${2:-}
-LIMIT=${STEP_LIMIT:-900}
+LIMIT=${STEP_LIMIT:-300}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
 
+ONLY=${ONLY:-}
+
 step() {  # step NAME COMMAND...: runs COMMAND under the time limit, logs to OUTDIR/NAME.log
     local name=$1; shift
+    if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return 0
+    fi
     echo "== $name: $*" | tee "$OUT/$name.log"
     local start=$SECONDS
     timeout "$LIMIT" "$@" >>"$OUT/$name.log" 2>&1

@@ -11,23 +11,26 @@ from torch_utils import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Six rounds of what a training step does with its activations: allocate and fill blocks of
-# 8, 40, 16 and 8 MiB, free them in reverse order. Prints the page faults of the last two
-# rounds: with the thresholds raised the blocks come back from the heap (already faulted
-# in); with glibc's defaults the 40 MiB block is mapped afresh every time (above the largest
-# dynamic mmap threshold) and the heap top is trimmed, so those pages fault again.
+# Eight rounds of what a training step does with its activations: allocate and fill blocks
+# of 8, 40, 16 and 8 MiB, free them in reverse order. Prints the page faults of each of the
+# last five rounds. With glibc's defaults the 40 MiB block is above the largest dynamic mmap
+# threshold (32 MiB): it is mapped afresh every round and its 10,240 pages fault every time.
+# With the thresholds raised the blocks come back from the heap, already faulted in (0 faults
+# in most rounds; a round may still map one block afresh where the heap's free space is
+# fragmented).
 PROBE = textwrap.dedent('''
     import resource, sys
     import torch
     from torch_utils import host_memory
     state = host_memory.keep_freed_host_memory() if sys.argv[1] == 'keep' else 'off'
-    for i in range(6):
-        if i == 4:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = []
+    for i in range(8):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         blocks = [torch.empty(mib << 18).fill_(1.0) for mib in (8, 40, 16, 8)]
         while blocks:
             blocks.pop()
-    print(state, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(state, ','.join(map(str, faults[3:])))
 ''')
 
 
@@ -37,7 +40,7 @@ def _probe(mode, **env):
     full_env.update(env, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, '-c', PROBE, mode], env=full_env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.rsplit(maxsplit=1)
-    return out[0], int(out[1])
+    return out[0], [int(v) for v in out[1].split(',')]
 
 
 @pytest.mark.skipif(host_memory._glibc() is None, reason='glibc only')  # pylint: disable=protected-access
@@ -45,9 +48,9 @@ def test_freed_memory_is_reused_without_page_faults():
     state, faults_kept = _probe('keep')
     assert state == 'kept'
     _, faults_default = _probe('off')
-    pages = (72 << 20) // 4096  # one round
-    assert faults_kept < pages // 10, faults_kept
-    assert faults_default > pages // 2, faults_default
+    big_block = (40 << 20) // 4096
+    assert min(faults_kept) < big_block // 4, faults_kept
+    assert min(faults_default) >= big_block * 0.95, faults_default
 
 
 @pytest.mark.skipif(host_memory._glibc() is None, reason='glibc only')  # pylint: disable=protected-access
@@ -59,7 +62,7 @@ def test_left_alone_when_disabled_or_user_configured(env, state):
     got, faults = _probe('keep', **env)
     assert got == state
     if env.get(host_memory.ENV) is not None:
-        assert faults > (72 << 20) // 4096 // 2  # glibc's defaults: pages faulted again
+        assert min(faults) >= (40 << 20) // 4096 * 0.95  # glibc's defaults: the big block faults again
 
 
 def test_decided_once_per_process(monkeypatch):
