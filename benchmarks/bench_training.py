@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch_utils import distributed  # noqa: E402
-from training import presets  # noqa: E402
+from training import presets, run_outputs  # noqa: E402
 from training.dataset import DatasetWriter  # noqa: E402
 
 DIFFAUG_POLICY = 'color,translation,cutout'
@@ -350,21 +350,11 @@ def _set_path(c, key: str, value: str) -> None:
     node[parts[-1]] = value
 
 
-def _peak_rss_gb() -> float:
-    """Largest resident size of this process so far (Linux reports KiB, macOS bytes)."""
-    try:
-        import resource  # pylint: disable=import-outside-toplevel
-    except ImportError:  # Windows
-        return float('nan')
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2 ** 30 if sys.platform == 'darwin' else 2 ** 20)
-
-
 def print_breakdown(r: Dict[str, Any]) -> None:
     steps = r['steps']
     n = len(steps)
     print(f'config={r["conf"]} batch={r["batch"]} G params={r["params"][0]:,} D params={r["params"][1]:,} '
-          f'timed steps={n} wall={r["wall"]:.1f}s peak RSS={_peak_rss_gb():.2f} GB')
+          f'timed steps={n} wall={r["wall"]:.1f}s peak RSS={run_outputs.maxrss() / 2 ** 30:.2f} GB')
     if not n:
         print('no timed steps: raise --steps or lower --warmup')
         return

@@ -106,12 +106,25 @@ def test_dry_run_demo_data_needs_no_download(tmp_path):
     (['--mirror=maybe'], '--mirror'),
     (['--metricdata=nowhere.zip'], '--metricdata'),
     (['--device=tpu'], '--device'),
+    (['--compile=sometimes'], '--compile'),
 ])
 def test_bad_values_are_rejected_naming_the_flag(tmp_path, dataset, extra, flag):
     res = invoke(['--outdir', tmp_path / 'runs', '--data', dataset, '--cfg=cpu', '--dry-run'] + extra)
     assert res.exit_code == 2, res.output
     assert flag in res.output, res.output
     assert not (tmp_path / 'runs').exists()
+
+
+def test_compile_option_reaches_the_config_or_names_what_is_missing(tmp_path, dataset, monkeypatch):
+    base = ['--outdir', tmp_path / 'runs', '--data', dataset, '--cfg=cpu', '--dry-run']
+    for value, want in (('1', True), ('0', False)):
+        res = run_ok(base + [f'--compile={value}'])
+        assert json.loads(res.output[:res.output.rindex('}') + 1])['compile'] is want
+    from training import compiled_nets  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(compiled_nets, 'available', lambda: False)  # a torch without torch.compile
+    res = invoke(base + ['--compile=1'])
+    assert res.exit_code == 2 and '--compile' in res.output and 'PyTorch 2.6' in res.output, res.output
+    assert run_ok(base).exit_code == 0  # without the option nothing needs it
 
 
 def test_data_errors(tmp_path, dataset, unlabelled):

@@ -8,8 +8,8 @@ each step faults those pages in again and the kernel zeroes every one of them (a
 and backward pass at 32x32, batch 32: about 35,000 page faults and 0.05-0.1 s of system
 time a step). With both thresholds raised, freed blocks stay in the heap and the next step
 reuses them: the same bits, no faults. The process keeps what it freed until it exits
-instead of handing it back between steps, and its resident size grows a little (blocks are
-reused where they fit, so the heap fragments: about 10% more at the side-by-side config).
+instead of handing it back between steps: its resident size stays near its peak (the peak
+itself was the same at the side-by-side config, docs/performance.md).
 
 `keep_freed_host_memory()` is called by the training loop and by `calc_metrics.py` when they
 run on the CPU. It does nothing outside glibc, when the user has set glibc's own malloc
@@ -27,8 +27,8 @@ _USER_SETTINGS = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'GLIBC_TUN
 # mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Blocks up to this size come from the heap. glibc before 2.35 refuses a threshold above
-# half its maximum heap size (32 MiB on 64-bit systems); then that is used.
+# Blocks up to this size come from the heap. Where glibc refuses it (some versions cap the
+# mmap threshold at 32 MiB on 64-bit systems), that cap is used.
 THRESHOLD = 1 << 30
 FALLBACK_THRESHOLD = 32 << 20
 

@@ -21,6 +21,8 @@ from typing import ContextManager, List
 import torch
 
 COMPILED = ('G.mapping', 'G.synthesis', 'D')
+UNAVAILABLE = (f'needs torch.compile with torch.compiler.set_stance (PyTorch 2.6 or later); this is PyTorch '
+               f'{torch.__version__}')
 
 
 def available() -> bool:
@@ -32,8 +34,7 @@ def available() -> bool:
 def compile_networks(G: torch.nn.Module, D: torch.nn.Module) -> List[str]:
     """Compiles G.mapping, G.synthesis and D in place; returns their names."""
     if not available():
-        raise RuntimeError(f'--compile needs torch.compile with torch.compiler.set_stance (PyTorch 2.6 or later); '
-                           f'this is PyTorch {torch.__version__}')
+        raise RuntimeError(f'--compile {UNAVAILABLE}')
     # Random ops (G's noise inputs, style mixing) draw from torch's generators as in eager
     # mode, so a compiled run consumes the same random stream and resumes exactly like one.
     import torch._inductor.config as inductor_config  # pylint: disable=import-outside-toplevel
@@ -48,8 +49,9 @@ def double_backward(phase_name: str) -> bool:
     return phase_name.endswith(('reg', 'both'))
 
 
-def phase_context(phase_name: str) -> ContextManager:
-    """Eager execution of the compiled modules for phases that need a double backward."""
-    if double_backward(phase_name):
+def phase_context(phase_name: str, enabled: bool = True) -> ContextManager:
+    """Eager execution of the compiled modules for phases that need a double backward
+    (nothing to do when the run does not compile, `enabled` False)."""
+    if enabled and double_backward(phase_name):
         return torch.compiler.set_stance('force_eager')
     return contextlib.nullcontext()

@@ -13,7 +13,8 @@ Conventions shared by every layer:
   Activations of such blocks are clamped to +-`conv_clamp` to keep float16 finite.
 """
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+import contextlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -269,24 +270,20 @@ class MappingNetwork(torch.nn.Module):
 _demod_per_sample = False
 
 
-class established_numerics:  # pylint: disable=invalid-name
-    """Context manager: the established code's order of summation where ours differs only by
-    rounding, which makes forward and backward passes bit-identical to it (for side-by-side
-    verification, benchmarks/compare_established.py; slower): demodulation coefficients from
-    the per-sample weights, and upsampling of the skip images through a zero-filled canvas
+@contextlib.contextmanager
+def established_numerics() -> Iterator[None]:
+    """The established code's order of summation where ours differs only by rounding, which
+    makes forward and backward passes bit-identical to it (for side-by-side verification,
+    benchmarks/compare_established.py; slower): demodulation coefficients from the per-sample
+    weights, and upsampling of the skip images through a zero-filled canvas
     (`upfirdn2d.canvas_upsampling`)."""
-
-    def __enter__(self):
-        global _demod_per_sample  # pylint: disable=global-statement
-        self._prev, _demod_per_sample = _demod_per_sample, True
-        self._canvas = upfirdn2d.canvas_upsampling()
-        self._canvas.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        global _demod_per_sample  # pylint: disable=global-statement
-        _demod_per_sample = self._prev
-        self._canvas.__exit__(*exc)
+    global _demod_per_sample  # pylint: disable=global-statement
+    prev, _demod_per_sample = _demod_per_sample, True
+    try:
+        with upfirdn2d.canvas_upsampling():
+            yield
+    finally:
+        _demod_per_sample = prev
 
 
 def modulated_conv2d(x: torch.Tensor,                  # Input [N, in, H, W].

@@ -15,7 +15,7 @@ import copy
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import dnnlib
-from training import methods
+from training import compiled_nets, methods
 
 # ---------------------------------------------------------------------------------------
 # Presets.
@@ -222,6 +222,8 @@ def build(*,
         raise ConfigError('--cfg', f'unknown preset {cfg!r}; choose one of {", ".join(CFG_NAMES)}')
     if gpus < 1:
         raise ConfigError('--gpus', f'must be at least 1, got {gpus}')
+    if compile_nets and not compiled_nets.available():
+        raise ConfigError('--compile', compiled_nets.UNAVAILABLE)
     o = methods.parse_options(method_options)
 
     spec = dnnlib.EasyDict(copy.deepcopy(PRESETS[cfg]))

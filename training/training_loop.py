@@ -11,7 +11,6 @@ fakes_init.png, fakes<kimg>.png, network-snapshot-<kimg>.pkl, training-state-<ki
 (see training_state.py), metric-<name>.jsonl.
 """
 
-import contextlib
 import copy
 import os
 import time
@@ -195,7 +194,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
                                           **(c.loss_kwargs or {}))
     phases = build_phases(G, D, c.G_opt_kwargs, c.D_opt_kwargs, c.G_reg_interval, c.D_reg_interval,
                           parts.table.of('loss_term'))
-    if c.get('compile'):
+    if c.compile:
         names = compiled_nets.compile_networks(G, D)
         log(f'Compiling {", ".join(names)} on first use; the regularisation phases run eagerly.')
     opts_by_name = {}
@@ -257,7 +256,7 @@ def _train(c: Dict[str, Any], *, rank: int, dev: torch.device, distributed: bool
         for phase_idx, phase in enumerate(phases):
             if batch_idx % phase.interval != 0:
                 continue
-            with compiled_nets.phase_context(phase.name) if c.get('compile') else contextlib.nullcontext():
+            with compiled_nets.phase_context(phase.name, enabled=c.compile):
                 _step_phase(phase, phase_idx, loss, rounds, rank=rank, num_gpus=num_gpus, num_slots=num_slots,
                             random_seed=c.random_seed, batch_idx=batch_idx, cur_nimg=cur_nimg,
                             batch_gpu=batch_gpu, z_dim=G.z_dim, label_sampler=label_sampler, device=dev,

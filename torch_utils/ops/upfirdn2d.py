@@ -7,7 +7,8 @@ image, the output sizes of the helpers) are those of the established StyleGAN2 c
 published network files give the same images.
 """
 
-from typing import Optional, Sequence, Tuple, Union
+import contextlib
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -277,19 +278,24 @@ def _split_padding(pad0: int, pad1: int, taps: int) -> Tuple[int, int, int]:
 _canvas_upsampling = False
 
 
-class canvas_upsampling:  # pylint: disable=invalid-name
-    """Context manager: the reference upsamples through a zero-filled canvas, as the
-    established code does, which gives its bits (the strided transposed convolution used
-    otherwise sums the same products in another order: equal up to float rounding)."""
+@contextlib.contextmanager
+def canvas_upsampling() -> Iterator[None]:
+    """The reference upsamples through a zero-filled canvas, as the established code does,
+    which gives its bits (the strided transposed convolution used otherwise sums the same
+    products in another order: equal up to float rounding)."""
+    global _canvas_upsampling  # pylint: disable=global-statement
+    prev, _canvas_upsampling = _canvas_upsampling, True
+    try:
+        yield
+    finally:
+        _canvas_upsampling = prev
 
-    def __enter__(self):
-        global _canvas_upsampling  # pylint: disable=global-statement
-        self._prev, _canvas_upsampling = _canvas_upsampling, True
-        return self
 
-    def __exit__(self, *exc):
-        global _canvas_upsampling  # pylint: disable=global-statement
-        _canvas_upsampling = self._prev
+def _per_channel(taps: torch.Tensor, c: int) -> torch.Tensor:
+    """[c, 1, kh, kw] depthwise weight from [kh, kw] taps. Contiguous: with an expanded
+    (stride-0) weight oneDNN reorders it on every call, up to a third of the filtering time
+    at small sizes."""
+    return taps[None, None].expand(c, 1, *taps.shape).contiguous()
 
 
 def _upsample_transposed(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1):
@@ -314,13 +320,10 @@ def _upsample_transposed(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady
     (sy, py, oy), (sx, px, ox) = conf
     c = x.shape[1]
     if f.ndim == 2:
-        w = f.flip([0, 1])[None, None].expand(c, 1, *f.shape).contiguous()
-        return _DepthwiseTransposed.apply(x, w, c, (sy, sx), (py, px), (oy, ox))
+        return _DepthwiseTransposed.apply(x, _per_channel(f.flip([0, 1]), c), c, (sy, sx), (py, px), (oy, ox))
     w = f.flip([0])
-    x = _DepthwiseTransposed.apply(x, w[None, None, None, :].expand(c, 1, 1, f.shape[0]).contiguous(), c,
-                                   (1, sx), (0, px), (0, ox))
-    return _DepthwiseTransposed.apply(x, w[None, None, :, None].expand(c, 1, f.shape[0], 1).contiguous(), c,
-                                      (sy, 1), (py, 0), (oy, 0))
+    x = _DepthwiseTransposed.apply(x, _per_channel(w[None, :], c), c, (1, sx), (0, px), (0, ox))
+    return _DepthwiseTransposed.apply(x, _per_channel(w[:, None], c), c, (sy, 1), (py, 0), (oy, 0))
 
 
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
@@ -328,9 +331,7 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     n, c, h, w = x.shape
 
     # Filtering: conv2d correlates, so flip the taps for a true convolution. Gain is folded
-    # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass. Contiguous
-    # per-channel taps: with an expanded (stride-0) weight oneDNN reorders it on every call,
-    # up to a third of the filtering time at small sizes.
+    # into the taps; a 1-D filter is used twice, hence sqrt(gain) per pass.
     f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
@@ -353,14 +354,13 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
             _split_padding(pady0, pady1, f.shape[0])
         if any([px0, px1, py0, py1]):
             x = F.pad(x, [px0, px1, py0, py1])  # constant-mode F.pad crops where a pad is negative
-        return _depthwise(x, f[None, None].expand(c, 1, *f.shape).contiguous(), c, stride=(downy, downx),
-                          padding=(iy, ix))
+        return _depthwise(x, _per_channel(f, c), c, stride=(downy, downx), padding=(iy, ix))
 
     # Separable filter: pad, one pass per axis, decimate.
     if any([padx0, padx1, pady0, pady1]):
         x = F.pad(x, [padx0, padx1, pady0, pady1])
-    x = _depthwise(x, f[None, None, None, :].expand(c, 1, 1, f.shape[0]).contiguous(), c)
-    x = _depthwise(x, f[None, None, :, None].expand(c, 1, f.shape[0], 1).contiguous(), c)
+    x = _depthwise(x, _per_channel(f[None, :], c), c)
+    x = _depthwise(x, _per_channel(f[:, None], c), c)
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
