@@ -152,6 +152,7 @@ class PhaseTimer:
         self._in_acc = False
         self._phase_calls = 0
         self._handles = []
+        self._restores = []                       # undo the patches of install()
         self.loss = None
         self.G = None
 
@@ -172,10 +173,19 @@ class PhaseTimer:
     def _add(self, key: str, seconds: float) -> None:
         self._cur[key] = self._cur.get(key, 0.0) + seconds
 
+    def _timed(self, fn, part: str):
+        """`fn` with its time added to `part` of the phase running."""
+        def timed(*args, **kwargs):
+            t0 = self.clock()
+            out = fn(*args, **kwargs)
+            self._add(f'{self._current_phase}/{part}', self.clock() - t0)
+            return out
+        return timed
+
     def install(self, training_loop_module) -> None:
         timer = self
         original_step_phase = training_loop_module._step_phase
-        self._restore = lambda: setattr(training_loop_module, '_step_phase', original_step_phase)
+        self._restores.append(lambda: setattr(training_loop_module, '_step_phase', original_step_phase))
 
         def step_phase(phase, phase_idx, loss, rounds, **kwargs):
             if timer.loss is None:
@@ -191,6 +201,11 @@ class PhaseTimer:
 
         training_loop_module._step_phase = step_phase
         self._last_idx = None
+        # The loss's backward passes (its one call site for them), as part of fwd+bwd.
+        from training import loss as loss_module  # pylint: disable=import-outside-toplevel
+        original_backward = loss_module._backward
+        loss_module._backward = self._timed(original_backward, 'backward')
+        self._restores.append(lambda: setattr(loss_module, '_backward', original_backward))
         # Optimizer steps, wherever they are called from.
         from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
         self._handles.append(register_optimizer_step_pre_hook(lambda opt, a, k: setattr(timer, '_opt_t0', timer.clock())))
@@ -198,7 +213,8 @@ class PhaseTimer:
             lambda opt, a, k: timer._add(f'{timer._current_phase}/optimizer', timer.clock() - timer._opt_t0)))
 
     def uninstall(self) -> None:
-        self._restore()
+        for restore in self._restores:
+            restore()
         for h in self._handles:
             h.remove()
 
@@ -225,11 +241,11 @@ class PhaseTimer:
 
         loss.accumulate_gradients = accumulate_gradients
         if end_phase is not None:
-            def timed_end_phase(phase, num_slots):
-                t0 = timer.clock()
-                end_phase(phase, num_slots)
-                timer._add(f'{phase}/end_phase', timer.clock() - t0)
-            loss.end_phase = timed_end_phase
+            loss.end_phase = self._timed(end_phase, 'end_phase')
+        loss.run_G = self._timed(loss.run_G, 'G fwd')
+        self._handles.append(loss.D.register_forward_pre_hook(lambda m, a: setattr(timer, '_D_t0', timer.clock())))
+        self._handles.append(loss.D.register_forward_hook(
+            lambda m, a, o: timer._add(f'{timer._current_phase}/D fwd', timer.clock() - timer._D_t0)))
         pipe = loss.augment_pipe
         if isinstance(pipe, torch.nn.Module):
             self._handles.append(pipe.register_forward_pre_hook(lambda m, a: setattr(timer, '_aug_t0', timer.clock())))
@@ -372,9 +388,10 @@ def print_breakdown(r: Dict[str, Any]) -> None:
         for k in pkeys:
             parts[k.split('/')[1]] = float(np.sum([s.get(k, 0.0) for s in steps]))
         parts['reduce'] = parts['total'] - sum(v for p, v in parts.items() if p in ('loss', 'optimizer', 'end_phase'))
-        for part in ('total', 'loss', 'augment', 'optimizer', 'end_phase', 'reduce'):
+        for part in ('total', 'loss', 'G fwd', 'augment', 'D fwd', 'backward', 'optimizer', 'end_phase', 'reduce'):
             if part in parts:
-                label = {'loss': 'fwd+bwd', 'augment': ' aug fwd', 'reduce': 'grad red.'}.get(part, part)
+                label = {'loss': 'fwd+bwd', 'G fwd': ' G fwd', 'augment': ' aug fwd', 'D fwd': ' D fwd',
+                         'backward': ' backward', 'reduce': 'grad red.'}.get(part, part)
                 print(f'{phase:<8} {label:<10} {parts[part] / max(calls, 1):>8.4f} {calls:>6d} {parts[part] / n:>8.4f}')
         del total
     step_total = np.array([s['step'] for s in steps])
