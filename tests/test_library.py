@@ -14,7 +14,10 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 def test_the_documented_gan_trains_with_every_method():
     with open(DOC, encoding='utf-8') as f:
-        code = re.search(r'```python\n(.*?)```', f.read(), re.S).group(1)
+        text = f.read()
+    block = re.search(r'```python\n(.*?)```', text, re.S)
+    # Blank lines before the block, so that tracebacks and warnings name the doc's own lines.
+    code = '\n' * text.count('\n', 0, block.start(1)) + block.group(1)
     scope = {}
     exec(compile(code, DOC, 'exec'), scope)  # pylint: disable=exec-used
     name = 'vgg16_library_test'
