@@ -4,10 +4,10 @@
     python benchmarks/speed_vs_established.py --established ... --steps 32 --threads 1 --json out.json
 
 Each side runs in its own worker process (as each would in its own training run), on the
-same machine, with the same config, the same weights and the same inputs: the config of the training-speed comparison (32x32 RGB, G skip / D
-resnet, channel_base 4096, channel_max 128, z and w 512, mapping 2, batch 32, minibatch-std
-group 4, R1 gamma 1 every 16 steps, path length weight 2 every 4 steps, style mixing 0.9,
-ADA bgc at p = 0, fp32). A step is what both training loops do per batch: G main, G reg
+same machine, with the same config, the same weights and the same inputs: the config of the
+training-speed comparison (32x32 one channel, G skip / D resnet, channel_base 4096,
+channel_max 128, z and w 512, mapping 2, batch 32, minibatch-std group 4, R1 gamma 1 every
+16 steps, path length weight 2 every 4 steps, style mixing 0.9, ADA bgc at p = 0, fp32). A step is what both training loops do per batch: G main, G reg
 (every 4th step), D main, D reg (every 16th step), each phase being zero_grad, the loss's
 forward and backward, and the Adam step. Ours runs through our loop's phase function (with
 its gradient checks) in a process set up as our training loop sets up its own on the CPU
